@@ -1,0 +1,7 @@
+//! weft's node agent: the eBPF datapath loader, the node-local proxy, the mesh state model and
+//! its sources, telemetry and the CLI. `main.rs` only parses arguments and calls in here.
+
+pub mod datapath;
+pub mod proxy;
+pub mod state;
+pub mod testbed;

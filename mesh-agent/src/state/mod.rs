@@ -1,0 +1,4 @@
+//! The one model of the mesh (`model`) and the sources that build it.
+mod model;
+
+pub use model::*;

@@ -1,0 +1,208 @@
+//! Types shared by weft's kernel programs (`mesh-ebpf`) and the node agent (`mesh-agent`).
+//!
+//! Everything here crosses the user/kernel boundary through BPF maps or `getsockopt`, so each
+//! struct is `#[repr(C)]` with explicit padding and a fixed size; a layout change must bump
+//! [`LAYOUT_VERSION`], because pinned maps outlive the agent that created them.
+#![no_std]
+
+/// Version of the map layouts below. Pinned maps live under `<pin dir>/v<LAYOUT_VERSION>/`, so an
+/// agent with a different layout never reuses maps it cannot read.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Default TCP port of the node proxy's outbound listener (captured connections land here).
+pub const OUTBOUND_PORT: u16 = 15001;
+/// Default node-local address of the proxy: a /32 on the node's `lo`, reachable from every pod
+/// through its default route, identical on every node.
+pub const PROXY_IPV4: [u8; 4] = [169, 254, 7, 1];
+
+/// `getsockopt(SOL_IP | SOL_IPV6, SO_ORIGINAL_DST)`, as in netfilter: the answer is a
+/// `sockaddr_in` (SOL_IP) or `sockaddr_in6` (SOL_IPV6) with the destination the client dialled.
+pub const SO_ORIGINAL_DST: i32 = 80;
+pub const SOL_IP: i32 = 0;
+pub const SOL_IPV6: i32 = 41;
+/// weft's private `getsockopt` level ("mesh" in ASCII). With [`WEFT_SO_ORIGIN`] it returns the
+/// whole [`Origin`] record of an accepted proxy socket: destination and source attestation.
+pub const SOL_WEFT: i32 = 0x6d65_7368;
+pub const WEFT_SO_ORIGIN: i32 = 1;
+
+/// Cgroup levels the connect programs walk up from the calling task to find its pod cgroup
+/// (containers live in sub-cgroups of the pod cgroup).
+pub const MAX_CGROUP_DEPTH: u32 = 16;
+
+/// Sizes of the per-node maps.
+pub const MAX_PODS: u32 = 4096;
+pub const MAX_INFLIGHT: u32 = 65_536;
+pub const MAX_EXCLUDED_CIDRS: u32 = 256;
+pub const MAX_EXCLUDED_PORTS: u32 = 256;
+
+/// Flags in [`NodeConfig::flags`].
+pub mod node_flags {
+    /// The proxy listens and accepts: capture connections. Cleared when it stops.
+    pub const READY: u32 = 1;
+    /// While not ready, refuse connections (EPERM) instead of letting them through.
+    pub const FAIL_CLOSED: u32 = 2;
+}
+
+/// The single entry of the `CONFIG` array map: where to send captured connections.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Proxy IPv4 address, network byte order (same representation as `bpf_sock_addr.user_ip4`).
+    pub proxy_ip4: u32,
+    /// Proxy IPv6 address, each word in network byte order; all zero when the node has none,
+    /// in which case native IPv6 destinations are not captured.
+    pub proxy_ip6: [u32; 4],
+    /// Outbound listener port, host byte order.
+    pub proxy_port: u32,
+    /// [`node_flags`].
+    pub flags: u32,
+}
+
+/// Entry of the `PODS` hash map, keyed by the pod cgroup's id (the inode of its cgroup v2
+/// directory). Its presence is what makes a pod's sockets capturable.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodEntry {
+    /// Reserved for per-pod datapath options; 0 today.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// What the kernel knows about one captured connection: recorded by `connect4`/`connect6` (keyed
+/// by socket cookie), moved to the client-tuple map at ESTABLISHED, returned to the proxy by
+/// `getsockopt(SOL_WEFT, WEFT_SO_ORIGIN)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// Original destination address. IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`); each word in
+    /// network byte order.
+    pub dst_ip6: [u32; 4],
+    /// Original destination port, host byte order.
+    pub dst_port: u16,
+    /// Address family of the client socket (`AF_INET` = 2, `AF_INET6` = 10).
+    pub family: u16,
+    pub _pad: u32,
+    /// Cgroup id of the pod the connecting task belongs to (the `PODS` key that matched).
+    pub pod_cgroup_id: u64,
+    /// Network namespace cookie of the connecting socket.
+    pub netns_cookie: u64,
+}
+
+/// Key of the `ORIG_BY_CLIENT` map: the client's address and port as the proxy sees the peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    /// Client address, IPv4-mapped for IPv4; each word in network byte order.
+    pub ip6: [u32; 4],
+    /// Client port, host byte order.
+    pub port: u32,
+}
+
+/// Key of the `EXCLUDE_CIDRS` LPM trie: an IPv6 address (IPv4 as `::ffff:a.b.c.d`, prefix + 96).
+pub type CidrKey = [u8; 16];
+
+/// Indexes of the per-CPU `COUNTERS` array: what the connect programs decided.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Redirected to the node proxy.
+    Captured = 0,
+    /// The socket's cgroup is not (or no longer) an enrolled pod: passed untouched.
+    PassedNotEnrolled = 1,
+    /// Destination in the exclusion set (or a family the node proxy does not serve): untouched.
+    PassedExcluded = 2,
+    /// Proxy not ready, fail-open: passed untouched.
+    PassedNotReady = 3,
+    /// Proxy not ready, fail-closed: the connect was refused.
+    RejectedNotReady = 4,
+    /// A map update or helper failed; the connection was passed untouched.
+    Errors = 5,
+}
+
+impl Counter {
+    pub const COUNT: u32 = 6;
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::Captured,
+        Counter::PassedNotEnrolled,
+        Counter::PassedExcluded,
+        Counter::PassedNotReady,
+        Counter::RejectedNotReady,
+        Counter::Errors,
+    ];
+
+    /// Stable label used in metrics and the CLI.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Captured => "captured",
+            Counter::PassedNotEnrolled => "passed_not_enrolled",
+            Counter::PassedExcluded => "passed_excluded",
+            Counter::PassedNotReady => "passed_not_ready",
+            Counter::RejectedNotReady => "rejected_not_ready",
+            Counter::Errors => "errors",
+        }
+    }
+}
+
+/// Names of the maps, shared so the loader pins exactly what the programs declare.
+pub mod maps {
+    pub const CONFIG: &str = "CONFIG";
+    pub const PODS: &str = "PODS";
+    pub const ORIG_BY_COOKIE: &str = "ORIG_BY_COOKIE";
+    pub const ORIG_BY_CLIENT: &str = "ORIG_BY_CLIENT";
+    pub const EXCLUDE_CIDRS: &str = "EXCLUDE_CIDRS";
+    pub const EXCLUDE_PORTS: &str = "EXCLUDE_PORTS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const ALL: [&str; 7] = [
+        CONFIG,
+        PODS,
+        ORIG_BY_COOKIE,
+        ORIG_BY_CLIENT,
+        EXCLUDE_CIDRS,
+        EXCLUDE_PORTS,
+        COUNTERS,
+    ];
+}
+
+/// `::ffff:a.b.c.d` as four network-order words, from an IPv4 address in network order.
+pub const fn v4_mapped(ip4_be: u32) -> [u32; 4] {
+    [0, 0, u32::to_be(0xffff), ip4_be]
+}
+
+/// The IPv4 address (network order) inside an IPv4-mapped address, if it is one.
+pub const fn as_v4(ip6: &[u32; 4]) -> Option<u32> {
+    if ip6[0] == 0 && ip6[1] == 0 && ip6[2] == u32::to_be(0xffff) {
+        Some(ip6[3])
+    } else {
+        None
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod_impls {
+    // SAFETY: plain-old-data: `#[repr(C)]`, integer fields only, explicit padding, no invalid
+    // bit patterns.
+    unsafe impl aya::Pod for super::NodeConfig {}
+    unsafe impl aya::Pod for super::PodEntry {}
+    unsafe impl aya::Pod for super::Origin {}
+    unsafe impl aya::Pod for super::ClientKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<NodeConfig>(), 28);
+        assert_eq!(core::mem::size_of::<PodEntry>(), 8);
+        assert_eq!(core::mem::size_of::<Origin>(), 40);
+        assert_eq!(core::mem::size_of::<ClientKey>(), 20);
+    }
+
+    #[test]
+    fn v4_mapped_round_trips() {
+        let ip = u32::from_ne_bytes([10, 96, 0, 10]);
+        assert_eq!(as_v4(&v4_mapped(ip)), Some(ip));
+        assert_eq!(as_v4(&[0, 0, 0, u32::to_be(1)]), None);
+    }
+}
