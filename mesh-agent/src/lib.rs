@@ -1,7 +1,12 @@
 //! weft's node agent: the eBPF datapath loader, the node-local proxy, the mesh state model and
 //! its sources, telemetry and the CLI. `main.rs` only parses arguments and calls in here.
 
+pub mod agent;
+pub mod cli;
+pub mod config;
 pub mod datapath;
+pub mod mounts;
 pub mod proxy;
 pub mod state;
+pub mod telemetry;
 pub mod testbed;

@@ -1,4 +1,18 @@
 //! The one model of the mesh (`model`) and the sources that build it.
+//!
+//! Today the source is the local state file: [`load_file`] reads, validates and builds a
+//! [`MeshState`]; [`resolve_cgroups`] fills in the cgroup ids of this node's pods; [`watch_file`]
+//! publishes each later good version. A Kubernetes source will build the same model.
+mod cgroups;
+mod file;
 mod model;
+mod names;
+#[cfg(test)]
+mod scratch;
+mod validate;
+mod watch;
 
+pub use cgroups::resolve_cgroups;
+pub use file::{ConfigError, load_file, parse_str};
 pub use model::*;
+pub use watch::{ReloadResult, watch_file};

@@ -9,6 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde::{Serialize, Serializer};
+
 /// Namespace label that enrolls a namespace's pods in the mesh.
 pub const MESH_LABEL: &str = "weft.dev/mesh";
 pub const MESH_ENABLED: &str = "enabled";
@@ -17,7 +19,7 @@ pub const MESH_DISABLED: &str = "disabled";
 
 pub type Labels = BTreeMap<String, String>;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Namespace {
     pub name: String,
     pub labels: Labels,
@@ -29,7 +31,7 @@ impl Namespace {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Node {
     pub name: String,
     /// Addresses other node proxies reach this node at.
@@ -49,8 +51,16 @@ impl std::fmt::Display for WorkloadKey {
     }
 }
 
+/// Serialized as `namespace/name`, the form users type and logs print.
+impl Serialize for WorkloadKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// A pod.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Workload {
     pub key: WorkloadKey,
     /// Stable unique id (the pod UID in Kubernetes); names the datapath pins of this pod.
@@ -60,31 +70,53 @@ pub struct Workload {
     pub ips: Vec<IpAddr>,
     pub labels: Labels,
     /// The pod's cgroup v2 directory, when known on this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<PathBuf>,
     /// Inode number of `cgroup`: the id the kernel programs report for the pod's sockets.
     /// Resolved by the agent for the workloads of its own node.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
     /// Enrolled in the mesh: its namespace is labelled and the pod did not opt out.
     pub enrolled: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Protocol {
     Tcp,
     Udp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl Protocol {
+    /// The Kubernetes spelling: `TCP`, `UDP`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ServicePort {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub port: u16,
     pub target_port: u16,
     pub protocol: Protocol,
     /// Kubernetes `appProtocol`, used by protocol detection.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Service {
     pub namespace: String,
     pub name: String,
@@ -111,15 +143,25 @@ pub struct ServiceTarget {
 }
 
 /// One immutable snapshot of the mesh.
-#[derive(Clone, Debug, Default)]
+///
+/// Serializes as lists shaped like the state file (`namespaces`, `nodes`, `workloads`,
+/// `services`), with the resolved fields (`endpoints`, `cgroupId`, `enrolled`) filled in.
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct MeshState {
+    #[serde(serialize_with = "map_values")]
     pub namespaces: BTreeMap<String, Namespace>,
+    #[serde(serialize_with = "map_values")]
     pub nodes: BTreeMap<String, Node>,
+    #[serde(serialize_with = "arc_map_values")]
     pub workloads: BTreeMap<WorkloadKey, Arc<Workload>>,
+    #[serde(serialize_with = "arc_map_values")]
     pub services: BTreeMap<(String, String), Arc<Service>>,
     /// Derived indexes, rebuilt by [`MeshState::index`].
+    #[serde(skip)]
     pub(crate) by_vip: HashMap<SocketAddr, ServiceTarget>,
+    #[serde(skip)]
     pub(crate) by_cgroup: HashMap<u64, Arc<Workload>>,
+    #[serde(skip)]
     pub(crate) by_ip: HashMap<IpAddr, Arc<Workload>>,
 }
 
@@ -182,6 +224,25 @@ impl MeshState {
             .values()
             .filter(move |w| w.node == node && w.enrolled)
     }
+}
+
+/// A map as the sequence of its values: the keys repeat fields of the values, and tuple keys
+/// have no JSON form.
+fn map_values<S, K, V>(map: &BTreeMap<K, V>, serializer: S) -> Result<S::Ok, S::Error>
+where
+    S: Serializer,
+    V: Serialize,
+{
+    serializer.collect_seq(map.values())
+}
+
+/// [`map_values`] for shared values (serde's `Arc` support is behind a feature we do not need).
+fn arc_map_values<S, K, V>(map: &BTreeMap<K, Arc<V>>, serializer: S) -> Result<S::Ok, S::Error>
+where
+    S: Serializer,
+    V: Serialize,
+{
+    serializer.collect_seq(map.values().map(|v| &**v))
 }
 
 /// IPv4-mapped IPv6 addresses (from AF_INET6 sockets) index like their IPv4 form.

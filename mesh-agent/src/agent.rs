@@ -1,0 +1,321 @@
+//! `mesh-agent run`: brings the node agent up, keeps it in step with the state file, and takes
+//! it down.
+//!
+//! Start-up order is what makes failures safe: the state file is loaded and validated before
+//! the kernel is touched (a broken file exits with nothing attached); the datapath is attached
+//! to the node's pods and the outbound listener bound before capture is switched on (a captured
+//! connect always finds a listener). Shutdown runs the other way: capture off, listener closed,
+//! in-flight connections drained, then the datapath is detached or left pinned for the next
+//! agent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use anyhow::Context;
+use mesh_common::Counter;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::config::{self, AgentConfig, defaults};
+use crate::datapath::{Datapath, DatapathConfig, PodAttachment, SyncReport};
+use crate::proxy::{KernelOrigin, Outbound, OutboundConfig};
+use crate::state::{self, MeshState, WorkloadKey};
+use crate::telemetry::{self, DatapathStats, Metrics, Readiness};
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    // Handlers first: a signal during start-up must lead to a clean stop, not a default death.
+    let mut signals = Signals::install()?;
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %serde_json::to_string(&cfg).unwrap_or_default(),
+        "agent starting"
+    );
+
+    let mut initial = state::load_file(&cfg.config)?;
+    log_unresolved(&state::resolve_cgroups(&mut initial, &cfg.node));
+    if !initial.nodes.contains_key(&cfg.node) {
+        warn!(node = %cfg.node, "this node is not in the mesh state; none of its pods is captured");
+    }
+    let proxy_cgroup = cfg.resolve_proxy_cgroup()?;
+    if config::is_cgroup_root(&proxy_cgroup) {
+        warn!(
+            proxy_cgroup = %proxy_cgroup.display(),
+            "the proxy cgroup is the cgroup root: the getsockopt hook runs for every process; \
+             run the agent in its own cgroup or pass --proxy-cgroup"
+        );
+    }
+
+    let datapath =
+        Datapath::open(datapath_config(&cfg, proxy_cgroup)).context("opening the datapath")?;
+    let pin_dir = datapath.pin_dir().to_path_buf();
+    let datapath = SharedDatapath::new(datapath);
+
+    let served = serve(&cfg, initial, &datapath, &pin_dir, &mut signals).await;
+
+    let keep = cfg.keep_datapath;
+    match (datapath.close(keep), served) {
+        (Ok(()), served) => {
+            if keep {
+                info!("datapath left pinned at {}", pin_dir.display());
+            } else {
+                info!("datapath detached");
+            }
+            served
+        }
+        (Err(closing), Ok(())) => Err(closing.context("closing the datapath")),
+        (Err(closing), Err(served)) => {
+            error!(error = %format!("{closing:#}"), "closing the datapath");
+            Err(served)
+        }
+    }
+}
+
+/// Everything between "datapath open" and "datapath closed".
+async fn serve(
+    cfg: &AgentConfig,
+    initial: MeshState,
+    datapath: &SharedDatapath,
+    pin_dir: &std::path::Path,
+    signals: &mut Signals,
+) -> anyhow::Result<()> {
+    let report = datapath.sync(&attachments(&initial, &cfg.node))?;
+
+    let mut outbound_listeners = vec![
+        bind(
+            SocketAddr::from((cfg.proxy_ip, cfg.outbound_port)),
+            "outbound",
+        )
+        .await?,
+    ];
+    if let Some(ip6) = cfg.proxy_ip6 {
+        outbound_listeners
+            .push(bind(SocketAddr::from((ip6, cfg.outbound_port)), "outbound").await?);
+    }
+    let metrics_listener = bind(cfg.metrics_addr, "metrics").await?;
+
+    let metrics = Arc::new(Metrics::new()?);
+    metrics.register_datapath(Arc::new(datapath.clone()))?;
+    let (state_rx, watcher) = watch_state(cfg, Arc::new(initial), metrics.clone());
+    let outbound = Outbound::new(
+        OutboundConfig {
+            connect_timeout: cfg.connect_timeout.get(),
+            idle_timeout: cfg.idle_timeout.get(),
+            max_connections: cfg.max_connections,
+        },
+        state_rx.clone(),
+        Arc::new(KernelOrigin),
+        metrics.clone(),
+    );
+
+    datapath.set_ready(true)?;
+    let ready = Readiness::default();
+    ready.set(true);
+    info!(
+        node = %cfg.node,
+        pin_dir = %pin_dir.display(),
+        attached = report.attached.len(),
+        adopted = report.adopted.len(),
+        "datapath ready"
+    );
+
+    let (stop_tx, stop) = watch::channel(false);
+    let accepting: Vec<JoinHandle<()>> = outbound_listeners
+        .into_iter()
+        .map(|l| tokio::spawn(outbound.clone().serve(l, stop.clone())))
+        .collect();
+    let metrics_server = tokio::spawn(telemetry::serve(
+        metrics_listener,
+        metrics,
+        ready.clone(),
+        stop.clone(),
+    ));
+    let resync = tokio::spawn(resync(
+        state_rx,
+        datapath.clone(),
+        outbound.clone(),
+        cfg.node.clone(),
+    ));
+
+    let signal = signals.recv().await;
+    info!(signal, "shutting down");
+    // Capture off before the listener closes, so no new connect is sent to a closed port.
+    ready.set(false);
+    if let Err(e) = datapath.set_ready(false) {
+        error!(error = %format!("{e:#}"), "clearing the datapath ready flag");
+    }
+    stop_tx.send_replace(true);
+    for task in accepting {
+        let _ = task.await;
+    }
+    let cut = outbound.drain(defaults::DRAIN_GRACE).await;
+    if cut > 0 {
+        warn!(connections = cut, grace = ?defaults::DRAIN_GRACE, "closed connections still open after the grace period");
+    }
+    resync.abort();
+    watcher.abort();
+    let _ = metrics_server.await;
+    Ok(())
+}
+
+fn datapath_config(cfg: &AgentConfig, proxy_cgroup: PathBuf) -> DatapathConfig {
+    DatapathConfig {
+        node: cfg.node.clone(),
+        bpffs: cfg.bpffs.clone(),
+        proxy_ip4: cfg.proxy_ip,
+        proxy_ip6: cfg.proxy_ip6,
+        outbound_port: cfg.outbound_port,
+        fail_closed: cfg.fail_closed,
+        exclude_cidrs: cfg
+            .exclude_cidrs
+            .iter()
+            .map(|c| (c.addr, c.prefix))
+            .collect(),
+        exclude_ports: cfg.exclude_ports.clone(),
+        proxy_cgroup,
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+/// Starts the state file watcher; each accepted snapshot has this node's cgroups resolved.
+fn watch_state(
+    cfg: &AgentConfig,
+    initial: Arc<MeshState>,
+    metrics: Arc<Metrics>,
+) -> (watch::Receiver<Arc<MeshState>>, JoinHandle<()>) {
+    let node = cfg.node.clone();
+    state::watch_file(
+        cfg.config.clone(),
+        cfg.reload_interval.get(),
+        initial,
+        move |s| log_unresolved(&state::resolve_cgroups(s, &node)),
+        move |result| metrics.reload(result),
+    )
+}
+
+/// Re-syncs the datapath to every new snapshot. The proxy reads the same channel, so it knows a
+/// new pod before the datapath starts capturing it.
+async fn resync(
+    mut snapshots: watch::Receiver<Arc<MeshState>>,
+    datapath: SharedDatapath,
+    outbound: Arc<Outbound>,
+    node: String,
+) {
+    while snapshots.changed().await.is_ok() {
+        let snapshot = snapshots.borrow_and_update().clone();
+        outbound.forget_removed_services(&snapshot);
+        let pods = attachments(&snapshot, &node);
+        let dp = datapath.clone();
+        match tokio::task::spawn_blocking(move || dp.sync(&pods)).await {
+            Ok(Ok(report)) => log_sync(&report),
+            Ok(Err(e)) => {
+                error!(error = %format!("{e:#}"), "datapath sync failed; retrying on the next change")
+            }
+            Err(e) => error!(error = %e, "datapath sync task failed"),
+        }
+    }
+}
+
+/// The enrolled pods of `node` whose cgroup is known: what the datapath must capture.
+fn attachments(state: &MeshState, node: &str) -> Vec<PodAttachment> {
+    state
+        .enrolled_on(node)
+        .filter_map(|w| {
+            Some(PodAttachment {
+                uid: w.uid.clone(),
+                cgroup: w.cgroup.clone()?,
+                cgroup_id: w.cgroup_id?,
+            })
+        })
+        .collect()
+}
+
+fn log_unresolved(failed: &[(WorkloadKey, String)]) {
+    for (workload, reason) in failed {
+        warn!(workload = %workload, reason = %reason, "pod cgroup not resolved; the pod is not captured");
+    }
+}
+
+fn log_sync(report: &SyncReport) {
+    if !report.attached.is_empty() || !report.released.is_empty() {
+        info!(attached = ?report.attached, adopted = report.adopted.len(), released = ?report.released, "datapath synced");
+    }
+}
+
+/// The datapath shared by the reload task, the metrics scrape and shutdown. Calls are short
+/// blocking syscalls, so a plain mutex serializes them; `close` takes the datapath out.
+#[derive(Clone)]
+struct SharedDatapath(Arc<Mutex<Option<Datapath>>>);
+
+impl SharedDatapath {
+    fn new(datapath: Datapath) -> Self {
+        SharedDatapath(Arc::new(Mutex::new(Some(datapath))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Datapath>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Datapath) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        match self.lock().as_mut() {
+            Some(dp) => f(dp),
+            None => anyhow::bail!("the datapath is closed"),
+        }
+    }
+
+    fn sync(&self, pods: &[PodAttachment]) -> anyhow::Result<SyncReport> {
+        self.with(|dp| dp.sync(pods))
+    }
+
+    fn set_ready(&self, ready: bool) -> anyhow::Result<()> {
+        self.with(|dp| dp.set_ready(ready))
+    }
+
+    fn close(&self, keep: bool) -> anyhow::Result<()> {
+        match self.lock().take() {
+            Some(dp) => dp.close(keep),
+            None => Ok(()),
+        }
+    }
+}
+
+impl DatapathStats for SharedDatapath {
+    fn counters(&self) -> anyhow::Result<Vec<(Counter, u64)>> {
+        self.with(|dp| dp.counters())
+    }
+
+    fn map_entries(&self) -> anyhow::Result<Vec<(&'static str, usize)>> {
+        self.with(|dp| dp.map_entries())
+    }
+}
+
+/// SIGTERM and SIGINT, installed once.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}

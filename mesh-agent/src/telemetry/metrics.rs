@@ -1,0 +1,308 @@
+//! The agent's Prometheus metrics: one registry, the series the proxy and the state watcher
+//! update as things happen, and the datapath series read from the kernel at scrape time.
+//!
+//! Label values are bounded: workloads and services come from the mesh state, reasons and
+//! results from fixed lists; addresses never become labels.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use mesh_common::Counter;
+
+use crate::state::ReloadResult;
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Why the outbound proxy closed a connection without proxying it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// `--max-connections` connections were already in flight.
+    Limit,
+    /// The kernel had no origin record for the socket: it was not captured by the datapath.
+    NoOrigin,
+}
+
+impl RefuseReason {
+    pub const ALL: [RefuseReason; 2] = [RefuseReason::Limit, RefuseReason::NoOrigin];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RefuseReason::Limit => "limit",
+            RefuseReason::NoOrigin => "no_origin",
+        }
+    }
+}
+
+/// Labels of the per-connection TCP series, from the source side's point of view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpLabels {
+    pub source_workload: String,
+    pub source_namespace: String,
+    /// `namespace/name` of the destination service; empty for passthrough traffic.
+    pub destination_service: String,
+}
+
+impl TcpLabels {
+    fn values(&self) -> [&str; 4] {
+        [
+            "source",
+            &self.source_workload,
+            &self.source_namespace,
+            &self.destination_service,
+        ]
+    }
+}
+
+const TCP_LABELS: [&str; 4] = [
+    "reporter",
+    "source_workload",
+    "source_namespace",
+    "destination_service",
+];
+
+/// What the metrics need from the datapath; the agent implements it over the live datapath.
+pub trait DatapathStats: Send + Sync {
+    fn counters(&self) -> anyhow::Result<Vec<(Counter, u64)>>;
+    fn map_entries(&self) -> anyhow::Result<Vec<(&'static str, usize)>>;
+}
+
+/// Every metric the agent exports.
+pub struct Metrics {
+    registry: Registry,
+    tcp_opened: IntCounterVec,
+    tcp_closed: IntCounterVec,
+    tcp_sent: IntCounterVec,
+    tcp_received: IntCounterVec,
+    refused: IntCounterVec,
+    reloads: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> anyhow::Result<IntCounterVec> {
+                let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(vec.clone()))?;
+                Ok(vec)
+            };
+        let metrics = Metrics {
+            tcp_opened: counter_vec(
+                "weft_tcp_connections_opened_total",
+                "TCP connections opened through the node proxy.",
+                &TCP_LABELS,
+            )?,
+            tcp_closed: counter_vec(
+                "weft_tcp_connections_closed_total",
+                "TCP connections closed by the node proxy.",
+                &TCP_LABELS,
+            )?,
+            tcp_sent: counter_vec(
+                "weft_tcp_sent_bytes_total",
+                "Bytes sent by the source workload over proxied TCP connections.",
+                &TCP_LABELS,
+            )?,
+            tcp_received: counter_vec(
+                "weft_tcp_received_bytes_total",
+                "Bytes received by the source workload over proxied TCP connections.",
+                &TCP_LABELS,
+            )?,
+            refused: counter_vec(
+                "weft_proxy_refused_connections_total",
+                "Connections the outbound proxy accepted and closed without proxying.",
+                &["reason"],
+            )?,
+            reloads: counter_vec(
+                "weft_config_reloads_total",
+                "Reloads of the mesh state file, by result.",
+                &["result"],
+            )?,
+            registry,
+        };
+        // Known label values start at zero, so that rates and alerts work before the first event.
+        for reason in RefuseReason::ALL {
+            metrics.refused.with_label_values(&[reason.as_str()]);
+        }
+        for result in [ReloadResult::Accepted, ReloadResult::Rejected] {
+            metrics.reloads.with_label_values(&[result.as_str()]);
+        }
+        Ok(metrics)
+    }
+
+    /// Adds the datapath series, read from `source` on every scrape.
+    pub fn register_datapath(&self, source: Arc<dyn DatapathStats>) -> anyhow::Result<()> {
+        self.registry
+            .register(Box::new(DatapathCollector::new(source)?))?;
+        Ok(())
+    }
+
+    pub fn connection_opened(&self, labels: &TcpLabels) {
+        self.tcp_opened.with_label_values(&labels.values()).inc();
+    }
+
+    pub fn connection_closed(&self, labels: &TcpLabels, sent: u64, received: u64) {
+        let values = labels.values();
+        self.tcp_closed.with_label_values(&values).inc();
+        self.tcp_sent.with_label_values(&values).inc_by(sent);
+        self.tcp_received
+            .with_label_values(&values)
+            .inc_by(received);
+    }
+
+    pub fn refused(&self, reason: RefuseReason) {
+        self.refused.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    pub fn reload(&self, result: ReloadResult) {
+        self.reloads.with_label_values(&[result.as_str()]).inc();
+    }
+
+    /// Every series in the Prometheus text format.
+    pub fn encode(&self) -> anyhow::Result<String> {
+        Ok(TextEncoder::new().encode_to_string(&self.registry.gather())?)
+    }
+}
+
+/// Reads the kernel's counters and map sizes when Prometheus scrapes, so the values are never
+/// older than the scrape and nothing polls the kernel between scrapes.
+struct DatapathCollector {
+    source: Arc<dyn DatapathStats>,
+    connects: IntCounterVec,
+    map_entries: IntGaugeVec,
+    /// Serializes scrapes: a counter is set by reset + add, which must not interleave.
+    lock: Mutex<()>,
+}
+
+impl DatapathCollector {
+    fn new(source: Arc<dyn DatapathStats>) -> anyhow::Result<Self> {
+        Ok(DatapathCollector {
+            source,
+            connects: IntCounterVec::new(
+                Opts::new(
+                    "weft_datapath_connects_total",
+                    "connect() calls seen by the datapath, by the decision taken.",
+                ),
+                &["decision"],
+            )?,
+            map_entries: IntGaugeVec::new(
+                Opts::new("weft_datapath_map_entries", "Entries in each datapath map."),
+                &["map"],
+            )?,
+            lock: Mutex::new(()),
+        })
+    }
+}
+
+impl Collector for DatapathCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut descs = self.connects.desc();
+        descs.extend(self.map_entries.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // On a read error the previous values stay: a scrape must not make counters go back.
+        match self.source.counters() {
+            Ok(counters) => {
+                for (counter, value) in counters {
+                    let c = self.connects.with_label_values(&[counter.name()]);
+                    c.reset();
+                    c.inc_by(value);
+                }
+            }
+            Err(e) => tracing::debug!(error = %format!("{e:#}"), "reading datapath counters"),
+        }
+        match self.source.map_entries() {
+            Ok(entries) => {
+                for (map, n) in entries {
+                    let n = i64::try_from(n).unwrap_or(i64::MAX);
+                    self.map_entries.with_label_values(&[map]).set(n);
+                }
+            }
+            Err(e) => tracing::debug!(error = %format!("{e:#}"), "reading datapath map sizes"),
+        }
+        let mut families = self.connects.collect();
+        families.extend(self.map_entries.collect());
+        families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct FakeDatapath {
+        captured: AtomicU64,
+    }
+
+    impl DatapathStats for FakeDatapath {
+        fn counters(&self) -> anyhow::Result<Vec<(Counter, u64)>> {
+            Ok(Counter::ALL
+                .iter()
+                .map(|c| {
+                    let v = if *c == Counter::Captured {
+                        self.captured.load(Ordering::Relaxed)
+                    } else {
+                        0
+                    };
+                    (*c, v)
+                })
+                .collect())
+        }
+
+        fn map_entries(&self) -> anyhow::Result<Vec<(&'static str, usize)>> {
+            Ok(vec![("PODS", 3), ("ORIG_BY_CLIENT", 0)])
+        }
+    }
+
+    #[test]
+    fn text_contains_the_expected_series() -> anyhow::Result<()> {
+        let metrics = Metrics::new()?;
+        let fake = Arc::new(FakeDatapath {
+            captured: AtomicU64::new(7),
+        });
+        metrics.register_datapath(fake.clone())?;
+        let labels = TcpLabels {
+            source_workload: "client".into(),
+            source_namespace: "shop".into(),
+            destination_service: "shop/backend".into(),
+        };
+        metrics.connection_opened(&labels);
+        metrics.connection_closed(&labels, 120, 4500);
+        metrics.refused(RefuseReason::Limit);
+        metrics.reload(ReloadResult::Accepted);
+
+        let text = metrics.encode()?;
+        let tcp = r#"{destination_service="shop/backend",reporter="source",source_namespace="shop",source_workload="client"}"#;
+        for line in [
+            format!("weft_tcp_connections_opened_total{tcp} 1"),
+            format!("weft_tcp_connections_closed_total{tcp} 1"),
+            format!("weft_tcp_sent_bytes_total{tcp} 120"),
+            format!("weft_tcp_received_bytes_total{tcp} 4500"),
+            r#"weft_proxy_refused_connections_total{reason="limit"} 1"#.into(),
+            r#"weft_proxy_refused_connections_total{reason="no_origin"} 0"#.into(),
+            r#"weft_config_reloads_total{result="accepted"} 1"#.into(),
+            r#"weft_config_reloads_total{result="rejected"} 0"#.into(),
+            r#"weft_datapath_connects_total{decision="captured"} 7"#.into(),
+            r#"weft_datapath_connects_total{decision="rejected_not_ready"} 0"#.into(),
+            r#"weft_datapath_map_entries{map="PODS"} 3"#.into(),
+            "# TYPE weft_datapath_connects_total counter".into(),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+
+        // Scrape-time values follow the kernel, without double counting.
+        fake.captured.store(9, Ordering::Relaxed);
+        let text = metrics.encode()?;
+        assert!(
+            text.contains(r#"weft_datapath_connects_total{decision="captured"} 9"#),
+            "{text}"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! What the agent tells the outside world about itself: Prometheus metrics and readiness,
+//! served over HTTP on the metrics address. Logs go through `tracing`, set up by `main`.
+
+mod metrics;
+mod server;
+
+pub use metrics::{DatapathStats, Metrics, RefuseReason, TcpLabels};
+pub use server::{Readiness, serve};

@@ -1,0 +1,108 @@
+//! The maps shared with the agent (names, types and sizes from `mesh_common`) and the small
+//! helpers every program uses on them.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+};
+use mesh_common::{
+    CidrKey, ClientKey, Counter, MAX_CGROUP_DEPTH, MAX_EXCLUDED_CIDRS, MAX_EXCLUDED_PORTS,
+    MAX_INFLIGHT, MAX_PODS, NodeConfig, Origin, PodEntry,
+};
+
+/// Where captured connections go; written by the agent, one entry.
+#[map]
+pub static CONFIG: Array<NodeConfig> = Array::with_max_entries(1, 0);
+
+/// Enrolled pods, keyed by the id of the pod cgroup.
+#[map]
+pub static PODS: HashMap<u64, PodEntry> = HashMap::with_max_entries(MAX_PODS, 0);
+
+/// Original destination per socket cookie, from `connect()` until ESTABLISHED.
+#[map]
+pub static ORIG_BY_COOKIE: LruHashMap<u64, Origin> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Original destination per client tuple, from ESTABLISHED until the client socket closes.
+#[map]
+pub static ORIG_BY_CLIENT: LruHashMap<ClientKey, Origin> =
+    LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Destination networks never captured (IPv4 as `::ffff:a.b.c.d`, prefix + 96).
+#[map]
+pub static EXCLUDE_CIDRS: LpmTrie<CidrKey, u8> = LpmTrie::with_max_entries(MAX_EXCLUDED_CIDRS, 0);
+
+/// Destination ports (host order) never captured.
+#[map]
+pub static EXCLUDE_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_EXCLUDED_PORTS, 0);
+
+/// Per-CPU decision counters, indexed by [`Counter`]; per-CPU because the BPF target has no
+/// atomic add we could use here.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: the pointer comes from a successful lookup in a per-CPU array, so it points at
+        // this CPU's slot, which no other program can touch concurrently.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn is_pod(cgroup_id: u64) -> bool {
+    PODS.get_ptr(cgroup_id).is_some()
+}
+
+/// The enrolled pod cgroup of the calling task: its own cgroup, or the nearest enrolled ancestor
+/// (containers run in sub-cgroups of the pod cgroup).
+#[inline(always)]
+pub fn current_pod() -> Option<u64> {
+    // SAFETY: helper without arguments; valid in every cgroup program type used here.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    if is_pod(own) {
+        return Some(own);
+    }
+    // Ancestor levels count from the root (0), so first find the task's own level (a task
+    // deeper than MAX_CGROUP_DEPTH gets the deepest levels searched), then walk up from its
+    // parent and stop at the first match. Returning at once, rather than keeping the last match
+    // of a downward walk, keeps LLVM from OR-ing the lookups' pointers together, which the
+    // verifier refuses.
+    let mut own_level = MAX_CGROUP_DEPTH as i32 + 1;
+    let mut level = 1;
+    while level <= MAX_CGROUP_DEPTH as i32 {
+        // SAFETY: plain helper call with a scalar argument.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 || id == own {
+            own_level = level;
+            break;
+        }
+        level += 1;
+    }
+    let mut level = own_level - 1;
+    while level >= 1 {
+        // SAFETY: as above.
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if is_pod(ancestor) {
+            return Some(ancestor);
+        }
+        level -= 1;
+    }
+    None
+}
+
+/// Whether the destination (IPv6 words in network order, IPv4 mapped) or port is excluded by
+/// the agent's configuration.
+#[inline(always)]
+pub fn excluded_by_config(ip6: [u32; 4], port: u16) -> bool {
+    if EXCLUDE_PORTS.get_ptr(port).is_some() {
+        return true;
+    }
+    // SAFETY: `[u32; 4]` and `[u8; 16]` have the same size and every bit pattern is valid; the
+    // words are already in network order, so the bytes come out in address order.
+    let data: CidrKey = unsafe { core::mem::transmute::<[u32; 4], CidrKey>(ip6) };
+    EXCLUDE_CIDRS
+        .get(aya_ebpf::maps::lpm_trie::Key::new(128, data))
+        .is_some()
+}

@@ -1,0 +1,134 @@
+//! Idempotent installation of what a bare Debian machine lacks to build and test weft.
+//!
+//! Each step checks first and installs only what is missing, printing what it does, so running
+//! `cargo xtask setup` twice is cheap and a CI log shows exactly what was installed.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{run_cmd, step};
+
+/// The nightly that builds the kernel programs. Its LLVM major (22) must equal bpf-linker's.
+pub const BPF_NIGHTLY: &str = "nightly-2026-05-19";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Debian packages: LLVM 22 for bpf-linker, bpftool and iproute2 for the datapath and test bed.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "bpftool",
+    "iproute2",
+];
+
+pub fn run() -> Result<()> {
+    apt_packages()?;
+    bpf_nightly()?;
+    bpf_linker()?;
+    println!("==> setup complete");
+    Ok(())
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        println!("==> apt packages present: {}", APT_PACKAGES.join(" "));
+        return Ok(());
+    }
+    step(&format!("apt-get install {}", missing.join(" ")));
+    run_cmd(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn bpf_nightly() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        BPF_NIGHTLY,
+    ]))
+    .unwrap_or_default();
+    let has = |c: &str| installed.lines().any(|l| l.starts_with(c));
+    if has("rust-src") && has("clippy") {
+        println!("==> {BPF_NIGHTLY} with rust-src and clippy present");
+        return Ok(());
+    }
+    // RUSTUP_AUTO_INSTALL=0 on these machines: a toolchain file alone installs nothing.
+    step(&format!(
+        "rustup toolchain install {BPF_NIGHTLY} --profile minimal --component rust-src,clippy"
+    ));
+    run_cmd(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        BPF_NIGHTLY,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src,clippy",
+    ]))
+}
+
+fn bpf_linker() -> Result<()> {
+    let version = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if version.contains(BPF_LINKER_VERSION) {
+        println!("==> bpf-linker {BPF_LINKER_VERSION} present");
+        return Ok(());
+    }
+    step(&format!(
+        "cargo install bpf-linker {BPF_LINKER_VERSION} (LLVM 22, from {LLVM_PREFIX})"
+    ));
+    let path = format!(
+        "{LLVM_PREFIX}/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // Without LLVM_PREFIX the build picks the first llvm-config on PATH (an older LLVM) and fails
+    // to link; the default feature set targets LLVM 23, which the pinned nightly does not match.
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("PATH", path)
+            .env("LLVM_PREFIX", LLVM_PREFIX),
+    )
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stderr(Stdio::null())
+        .output()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
