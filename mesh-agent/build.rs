@@ -10,6 +10,11 @@ use aya_build::{Package, Toolchain};
 const BPF_TOOLCHAIN: &str = "nightly-2026-05-19";
 
 fn main() -> anyhow::Result<()> {
+    // The test workload's gRPC service (the `testbed` feature only).
+    if std::env::var_os("CARGO_FEATURE_TESTBED").is_some() {
+        tonic_prost_build::compile_protos("proto/echo.proto")
+            .context("compiling proto/echo.proto (needs protoc: cargo xtask setup installs it)")?;
+    }
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?;
     let root_dir = Path::new(&manifest_dir).join("../mesh-ebpf");
     let root_dir = root_dir

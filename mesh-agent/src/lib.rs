@@ -9,4 +9,5 @@ pub mod mounts;
 pub mod proxy;
 pub mod state;
 pub mod telemetry;
+#[cfg(feature = "testbed")]
 pub mod testbed;

@@ -14,8 +14,10 @@ pub const BPF_NIGHTLY: &str = "nightly-2026-05-19";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
-/// Debian packages: LLVM 22 for bpf-linker, bpftool and iproute2 for the datapath and test bed.
+/// Debian packages: LLVM 22 for bpf-linker, bpftool and iproute2 for the datapath and test bed,
+/// protoc for the test workload's gRPC service.
 const APT_PACKAGES: &[&str] = &[
+    "protobuf-compiler",
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
