@@ -33,6 +33,15 @@ enum Task {
     Demo,
     /// Formatting and clippy (-D warnings), the kernel crate with the BPF nightly.
     Lint,
+    /// Benchmarks: the criterion micro-benchmarks (route matching, load-balancer choice).
+    Bench {
+        /// Only the micro-benchmarks.
+        #[arg(long)]
+        micro: bool,
+        /// Extra arguments for criterion (e.g. a benchmark name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -41,6 +50,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Demo => demo(),
         Task::Lint => lint(),
+        Task::Bench { micro: _, args } => bench(&args),
     }
 }
 
@@ -75,6 +85,16 @@ fn demo() -> Result<()> {
     if !status.success() {
         bail!("demo failed ({status})");
     }
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    setup::run()?;
+    step("criterion micro-benchmarks (mesh-agent/benches/)");
+    let mut bench_args = vec!["bench", "-p", "mesh-agent", "--benches", "--"];
+    bench_args.extend(args.iter().map(String::as_str));
+    cargo(&bench_args)?;
+    println!("==> reports: target/criterion/");
     Ok(())
 }
 
