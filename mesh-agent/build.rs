@@ -12,6 +12,9 @@ const BPF_TOOLCHAIN: &str = "nightly-2026-05-19";
 fn main() -> anyhow::Result<()> {
     // The test workload's gRPC service (the `testbed` feature only).
     if std::env::var_os("CARGO_FEATURE_TESTBED").is_some() {
+        // prost-build prints no rerun line of its own, and aya-build's lines replace cargo's
+        // default "rerun on any change".
+        println!("cargo:rerun-if-changed=proto/echo.proto");
         tonic_prost_build::compile_protos("proto/echo.proto")
             .context("compiling proto/echo.proto (needs protoc: cargo xtask setup installs it)")?;
     }

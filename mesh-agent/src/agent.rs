@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, AgentConfig, defaults};
 use crate::datapath::{Datapath, DatapathConfig, PodAttachment, SyncReport};
-use crate::proxy::{KernelOrigin, Outbound, OutboundConfig};
+use crate::proxy::{HttpConfig, KernelOrigin, Outbound, OutboundConfig};
 use crate::state::{self, MeshState, WorkloadKey};
 use crate::telemetry::{self, DatapathStats, Metrics, Readiness};
 
@@ -106,6 +106,14 @@ async fn serve(
             connect_timeout: cfg.connect_timeout.get(),
             idle_timeout: cfg.idle_timeout.get(),
             max_connections: cfg.max_connections,
+            detect_timeout: cfg.detect_timeout.get(),
+            http: HttpConfig {
+                header_read_timeout: cfg.http_header_read_timeout.get(),
+                max_header_bytes: cfg.http_max_header_bytes as usize,
+                pool_idle_timeout: cfg.http_pool_idle_timeout.get(),
+                max_mirrors: cfg.http_max_mirrors as usize,
+                body_idle_timeout: Some(cfg.http_body_idle_timeout.get()).filter(|d| !d.is_zero()),
+            },
         },
         state_rx.clone(),
         Arc::new(KernelOrigin),

@@ -24,6 +24,12 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: &str = "16384";
     pub const METRICS_ADDR: &str = "127.0.0.1:15020";
     pub const RELOAD_INTERVAL: &str = "1s";
+    pub const DETECT_TIMEOUT: &str = "100ms";
+    pub const HTTP_HEADER_READ_TIMEOUT: &str = "30s";
+    pub const HTTP_MAX_HEADER_BYTES: &str = "65536";
+    pub const HTTP_POOL_IDLE_TIMEOUT: &str = "90s";
+    pub const HTTP_MAX_MIRRORS: &str = "128";
+    pub const HTTP_BODY_IDLE_TIMEOUT: &str = "1s";
     /// How long in-flight connections may run on after a shutdown signal.
     pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 }
@@ -99,6 +105,35 @@ pub struct AgentConfig {
     /// How often the state file is checked for changes.
     #[arg(long, default_value = defaults::RELOAD_INTERVAL)]
     pub reload_interval: HumanDuration,
+
+    /// Protocol detection window: a client of a service port with no declared protocol that
+    /// sends nothing for this long is proxied as opaque TCP (server-speaks-first protocols).
+    #[arg(long, default_value = defaults::DETECT_TIMEOUT)]
+    pub detect_timeout: HumanDuration,
+
+    /// An HTTP client must send a whole request header block within this time; on HTTP/1.1 it
+    /// is also how long an idle keep-alive connection waits for its next request.
+    #[arg(long, default_value = defaults::HTTP_HEADER_READ_TIMEOUT)]
+    pub http_header_read_timeout: HumanDuration,
+
+    /// Largest HTTP request header block accepted, in bytes (larger: 431, or the connection is
+    /// closed).
+    #[arg(long, default_value = defaults::HTTP_MAX_HEADER_BYTES, value_parser = clap::value_parser!(u32).range(8192..=16_777_216))]
+    pub http_max_header_bytes: u32,
+
+    /// How long an idle upstream HTTP/1.1 connection is kept for reuse.
+    #[arg(long, default_value = defaults::HTTP_POOL_IDLE_TIMEOUT)]
+    pub http_pool_idle_timeout: HumanDuration,
+
+    /// A fixed-size HTTP/1 request body (with Content-Length) whose client sends nothing for
+    /// this long is abandoned with 408 and the connection closed; 0 turns it off. Chunked,
+    /// HTTP/2 and gRPC streams may pause freely.
+    #[arg(long, default_value = defaults::HTTP_BODY_IDLE_TIMEOUT)]
+    pub http_body_idle_timeout: HumanDuration,
+
+    /// Mirrored request copies (RequestMirror) in flight at most; more are dropped.
+    #[arg(long, default_value = defaults::HTTP_MAX_MIRRORS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_mirrors: u32,
 }
 
 impl AgentConfig {

@@ -2,11 +2,14 @@
 //! its sources, telemetry and the CLI. `main.rs` only parses arguments and calls in here.
 
 pub mod agent;
+pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod mounts;
 pub mod proxy;
+pub mod resilience;
+pub mod routing;
 pub mod state;
 pub mod telemetry;
 #[cfg(feature = "testbed")]

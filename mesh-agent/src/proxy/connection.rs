@@ -1,17 +1,34 @@
 //! One captured connection, from accept to close: who is calling (the kernel's origin record,
-//! never the source address), where it goes (a service's endpoint, or the original destination
-//! itself), the upstream connect, the byte copy, and the one log event and metrics at the end.
+//! never the source address), what it carries (protocol detection), where it goes (the HTTP
+//! path for HTTP to a service; else a service's endpoint or the original destination itself,
+//! with a byte copy), and the one log event and metrics at the end.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::copy::{CopyEnd, copy_bidirectional};
+use super::detect::{AppProtocol, DetectLimits, DetectReason, Detected, declared, detect};
+use super::http::{self, ConnInfo, HttpConn};
+use super::io::{ClientIo, ConnStats};
 use super::outbound::Outbound;
-use crate::state::{MeshState, Workload};
+use crate::balance;
+use crate::state::{ServiceTarget, Workload};
 use crate::telemetry::{RefuseReason, TcpLabels};
+
+/// What the HTTP path needs to know about a connection.
+struct HttpParts<'a> {
+    peer: SocketAddr,
+    original_dst: SocketAddr,
+    target: &'a ServiceTarget,
+    source: Option<&'a Workload>,
+    labels: &'a TcpLabels,
+}
 
 /// How a connection ended: the `outcome` field of the `outbound connection` event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +40,10 @@ pub enum Outcome {
     IoError,
     /// Still open when the agent's shutdown grace period ended.
     Shutdown,
+    /// The HTTP connection failed (a malformed request, a header timeout, a broken body).
+    HttpError,
+    /// The destination service's circuit breaker refused another connection.
+    CircuitOpen,
 }
 
 impl Outcome {
@@ -34,16 +55,10 @@ impl Outcome {
             Outcome::IdleTimeout => "idle_timeout",
             Outcome::IoError => "io_error",
             Outcome::Shutdown => "shutdown",
+            Outcome::HttpError => "http_error",
+            Outcome::CircuitOpen => "circuit_open",
         }
     }
-}
-
-/// Where a connection goes.
-struct Route {
-    /// `namespace/name` of the service addressed; empty for passthrough.
-    service: String,
-    /// `None` when the service has no endpoints.
-    upstream: Option<SocketAddr>,
 }
 
 /// What happened after routing.
@@ -54,8 +69,19 @@ struct Finished {
     error: String,
 }
 
+impl Finished {
+    fn failed(outcome: Outcome, error: String) -> Self {
+        Finished {
+            outcome,
+            sent: 0,
+            received: 0,
+            error,
+        }
+    }
+}
+
 impl Outbound {
-    pub(super) async fn handle(&self, client: TcpStream, peer: SocketAddr) {
+    pub(super) async fn handle(self: &Arc<Self>, mut client: TcpStream, peer: SocketAddr) {
         let started = Instant::now();
         let captured = match self.origins.lookup(&client) {
             Ok(Some(c)) => c,
@@ -63,30 +89,67 @@ impl Outbound {
             Err(e) => return self.refuse_without_origin(peer, &e.to_string()),
         };
         let original_dst = captured.original_dst;
-        let (source, route) = {
-            let state = self.state.borrow().clone();
-            let source = state
-                .workload_by_cgroup(captured.origin.pod_cgroup_id)
-                .cloned();
-            (source, self.route(&state, original_dst))
-        };
+        // One snapshot for the connection's decisions; HTTP requests read their own.
+        let state = self.state.borrow().clone();
+        let source = state
+            .workload_by_cgroup(captured.origin.pod_cgroup_id)
+            .cloned();
+        let target = state.service_for(original_dst);
+        let service = target.map_or_else(String::new, |t| t.service.display_name());
         let src_workload = source
             .as_ref()
             .map_or_else(|| "unknown".to_owned(), |w| w.key.to_string());
-        let labels = tcp_labels(source.as_deref(), &route.service);
+        let labels = tcp_labels(source.as_deref(), &service);
         let span =
             info_span!("outbound", src_workload = %src_workload, original_dst = %original_dst);
-        async move {
+        async {
+            let limits = DetectLimits {
+                first_bytes: self.config.detect_timeout,
+                complete: self.config.http.header_read_timeout,
+            };
+            let detected = match target {
+                Some(t) => detect(&mut client, declared(&t.port), limits).await,
+                None => Detected {
+                    protocol: AppProtocol::Tcp,
+                    reason: DetectReason::Passthrough,
+                    prefix: Default::default(),
+                },
+            };
+            let protocol = detected.protocol;
+            self.metrics
+                .http()
+                .detection(protocol.as_str(), detected.reason.as_str());
             self.metrics.connection_opened(&labels);
-            let done = self.forward(client, route.upstream).await;
+            let (done, upstream, requests) = match (protocol, target) {
+                (AppProtocol::Http1 | AppProtocol::Http2, Some(target)) => {
+                    let http = HttpParts {
+                        peer,
+                        original_dst,
+                        target,
+                        source: source.as_deref(),
+                        labels: &labels,
+                    };
+                    let (done, requests) = self.serve_http(client, detected, http).await;
+                    (done, None, requests)
+                }
+                _ => {
+                    let upstream = self.route(target, original_dst);
+                    let done = self
+                        .forward_tcp(client, upstream, detected.prefix, target)
+                        .await;
+                    (done, upstream, 0)
+                }
+            };
             self.metrics
                 .connection_closed(&labels, done.sent, done.received);
             info!(
                 src_workload = %src_workload,
                 src_addr = %peer,
                 original_dst = %original_dst,
-                service = %route.service,
-                upstream = %route.upstream.map(|u| u.to_string()).unwrap_or_default(),
+                service = %service,
+                protocol = protocol.as_str(),
+                upstream = %upstream.map(|u| u.to_string()).unwrap_or_default(),
+                requests,
                 outcome = done.outcome.as_str(),
                 bytes_sent = done.sent,
                 bytes_received = done.received,
@@ -108,29 +171,84 @@ impl Outbound {
         self.metrics.refused(RefuseReason::NoOrigin);
     }
 
-    fn route(&self, state: &MeshState, original_dst: SocketAddr) -> Route {
-        match state.service_for(original_dst) {
-            Some(target) => {
-                let service = target.service.display_name();
-                let upstream = self.lb.pick(&service, &target.endpoints);
-                Route { service, upstream }
-            }
-            None => Route {
-                service: String::new(),
-                upstream: Some(original_dst),
-            },
+    /// The upstream of an opaque connection: a service endpoint (round robin), or the original
+    /// destination itself. `None` when the service has no endpoints.
+    fn route(
+        &self,
+        target: Option<&ServiceTarget>,
+        original_dst: SocketAddr,
+    ) -> Option<SocketAddr> {
+        match target {
+            Some(target) => self
+                .lb
+                .pick(&target.service.display_name(), &target.endpoints),
+            None => Some(original_dst),
         }
     }
 
-    async fn forward(&self, mut client: TcpStream, upstream: Option<SocketAddr>) -> Finished {
-        let failed = |outcome, error: String| Finished {
-            outcome,
-            sent: 0,
-            received: 0,
-            error,
+    /// Serves an HTTP connection; returns how it ended and how many requests it carried.
+    async fn serve_http(
+        self: &Arc<Self>,
+        client: TcpStream,
+        detected: Detected,
+        parts: HttpParts<'_>,
+    ) -> (Finished, u64) {
+        let _ = client.set_nodelay(true);
+        let stats = Arc::new(ConnStats::default());
+        let io = ClientIo::new(detected.prefix, client, stats.clone());
+        let service = &parts.target.service;
+        let conn = Arc::new(HttpConn::new(
+            self.clone(),
+            ConnInfo {
+                original_dst: parts.original_dst,
+                service: (service.namespace.clone(), service.name.clone()),
+                port: parts.target.port.port,
+                client_h2: detected.protocol == AppProtocol::Http2,
+                peer: parts.peer,
+                source_hash: parts
+                    .source
+                    .map(|w| balance::hash_key(w.key.to_string().as_bytes())),
+                recorder: self.metrics.http().recorder(parts.labels),
+            },
+        ));
+        let end = http::serve(conn.clone(), io, stats.clone(), detected.protocol).await;
+        let done = Finished {
+            outcome: end.outcome,
+            sent: stats.sent(),
+            received: stats.received(),
+            error: end.error,
         };
+        (done, conn.requests())
+    }
+
+    /// The L4 path: connects to `upstream`, sends what detection read, then copies bytes both
+    /// ways. A service's circuit breaker bounds its open connections.
+    async fn forward_tcp(
+        &self,
+        mut client: TcpStream,
+        upstream: Option<SocketAddr>,
+        prefix: BytesMut,
+        target: Option<&ServiceTarget>,
+    ) -> Finished {
+        let failed = Finished::failed;
         let Some(upstream) = upstream else {
             return failed(Outcome::ConnectError, "service has no endpoints".into());
+        };
+        let _permit = match target {
+            Some(t) => {
+                let key = (t.service.namespace.clone(), t.service.name.clone());
+                let guard = self.http.guards.get(&key, &t.service.traffic_policy);
+                match guard.breaker.try_connection() {
+                    Some(permit) => Some(permit),
+                    None => {
+                        return failed(
+                            Outcome::CircuitOpen,
+                            "too many connections to the service".into(),
+                        );
+                    }
+                }
+            }
+            None => None,
         };
         let connect =
             tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(upstream));
@@ -145,6 +263,11 @@ impl Outbound {
         // Proxied protocols are often request/response: do not let Nagle hold small writes.
         let _ = client.set_nodelay(true);
         let _ = server.set_nodelay(true);
+        if !prefix.is_empty()
+            && let Err(e) = server.write_all(&prefix).await
+        {
+            return failed(Outcome::IoError, e.to_string());
+        }
         let copied = copy_bidirectional(
             &mut client,
             &mut server,
@@ -160,14 +283,14 @@ impl Outbound {
         };
         Finished {
             outcome,
-            sent: copied.sent,
+            sent: copied.sent + prefix.len() as u64,
             received: copied.received,
             error,
         }
     }
 
     /// Resolves when the shutdown grace period is over.
-    async fn aborted(&self) {
+    pub(crate) async fn aborted(&self) {
         let mut abort = self.abort.subscribe();
         if abort.wait_for(|aborted| *aborted).await.is_err() {
             // The sender lives as long as `self`; if it is gone, no abort can come.

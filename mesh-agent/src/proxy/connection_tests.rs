@@ -77,6 +77,7 @@ fn mesh(vip: IpAddr, target_port: u16, endpoint_ips: [&str; 2]) -> anyhow::Resul
         }],
         selector: BTreeMap::new(),
         endpoints,
+        traffic_policy: Default::default(),
     };
     state
         .services
@@ -115,6 +116,8 @@ async fn start_proxy(state: MeshState, origins: Arc<dyn OriginLookup>) -> anyhow
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(30),
         max_connections: 64,
+        detect_timeout: Duration::from_millis(100),
+        http: crate::proxy::HttpConfig::default(),
     };
     let outbound = Outbound::new(config, state_rx, origins, metrics.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -227,7 +230,10 @@ async fn upstream_failures_are_reported() -> anyhow::Result<()> {
         let (c, s) = tokio::join!(TcpStream::connect(l.local_addr()?), l.accept());
         (c?, s?.0)
     };
-    let done = proxy.outbound.forward(client, Some(closed)).await;
+    let done = proxy
+        .outbound
+        .forward_tcp(client, Some(closed), Default::default(), None)
+        .await;
     assert_eq!(done.outcome, Outcome::ConnectError);
     assert!(!done.error.is_empty());
 
@@ -236,7 +242,10 @@ async fn upstream_failures_are_reported() -> anyhow::Result<()> {
         let (c, s) = tokio::join!(TcpStream::connect(l.local_addr()?), l.accept());
         (c?, s?.0)
     };
-    let done = proxy.outbound.forward(client, None).await;
+    let done = proxy
+        .outbound
+        .forward_tcp(client, None, Default::default(), None)
+        .await;
     assert_eq!(done.outcome, Outcome::ConnectError);
     assert_eq!(done.error, "service has no endpoints");
 

@@ -1,16 +1,22 @@
 //! The node proxy's outbound side: connections the datapath captured from enrolled pods.
 //!
 //! `outbound` owns the listener, the connection limit and shutdown draining; `connection`
-//! handles one connection (attribution, routing, logging); `origin` asks the kernel about an
-//! accepted socket; `lb` picks service endpoints; `copy` moves the bytes. Decisions read the
-//! mesh state snapshot only; nothing here writes it.
+//! handles one connection (attribution, detection, logging); `origin` asks the kernel about an
+//! accepted socket; `detect` tells HTTP from opaque bytes; `http` is the L7 path (routing,
+//! balancing, retries); opaque connections get an endpoint from `lb` and `copy` moves their
+//! bytes; `io` counts the bytes of a client socket. Decisions read the mesh state snapshot
+//! only; nothing here writes it.
 
 mod connection;
 pub mod copy;
+pub mod detect;
+pub mod http;
+mod io;
 pub mod lb;
 pub mod origin;
 pub mod outbound;
 
 pub use connection::Outcome;
+pub use http::HttpConfig;
 pub use origin::{Captured, KernelOrigin, OriginLookup};
 pub use outbound::{Outbound, OutboundConfig};

@@ -13,6 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tracing::warn;
 
+use super::detect::{AppProtocol, DetectReason};
+use super::http::{HttpConfig, HttpProxy};
 use super::lb::RoundRobin;
 use super::origin::OriginLookup;
 use crate::state::MeshState;
@@ -28,6 +30,10 @@ pub struct OutboundConfig {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: u32,
+    /// How long a client of an undeclared service port may stay silent before its connection
+    /// is treated as opaque TCP (server-speaks-first protocols).
+    pub detect_timeout: Duration,
+    pub http: HttpConfig,
 }
 
 /// The outbound proxy: shared by its listeners (IPv4 and IPv6) and its connection tasks.
@@ -38,8 +44,12 @@ pub struct Outbound {
     pub(super) origins: Arc<dyn OriginLookup>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) lb: RoundRobin,
+    /// The L7 path's shared parts: HTTP settings, upstream pools, balancers, guards.
+    pub(super) http: HttpProxy,
     /// One permit per in-flight connection.
     in_flight: Arc<Semaphore>,
+    /// Turned true when draining starts: HTTP connections finish their requests and close.
+    pub(super) draining: watch::Sender<bool>,
     /// Turned true when the shutdown grace period is over: connections still open end.
     pub(super) abort: watch::Sender<bool>,
 }
@@ -51,13 +61,18 @@ impl Outbound {
         origins: Arc<dyn OriginLookup>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let protocols = AppProtocol::ALL.map(AppProtocol::as_str);
+        let reasons = DetectReason::ALL.map(DetectReason::as_str);
+        metrics.http().init_detections(&protocols, &reasons);
         Arc::new(Outbound {
             config,
             state,
             origins,
             metrics,
             lb: RoundRobin::new(),
+            http: HttpProxy::new(config.http, config.connect_timeout),
             in_flight: Arc::new(Semaphore::new(config.max_connections as usize)),
+            draining: watch::Sender::new(false),
             abort: watch::Sender::new(false),
         })
     }
@@ -108,6 +123,7 @@ impl Outbound {
     /// Waits up to `grace` for in-flight connections to finish, then ends the rest. Call it
     /// after the listeners stopped. Returns how many connections had to be cut.
     pub async fn drain(&self, grace: Duration) -> usize {
+        self.draining.send_replace(true);
         let all = self.config.max_connections;
         if tokio::time::timeout(grace, self.in_flight.acquire_many(all))
             .await
@@ -122,8 +138,10 @@ impl Outbound {
         cut
     }
 
-    /// Forgets the load-balancing rotation of services that no longer exist in `state`.
+    /// Forgets what was kept per service (balancing, breakers, budgets) for services that no
+    /// longer exist in `state`.
     pub fn forget_removed_services(&self, state: &MeshState) {
+        self.http.forget_removed_services(state);
         self.lb.retain(|name| {
             name.split_once('/')
                 .is_some_and(|(ns, n)| state.services.contains_key(&(ns.to_owned(), n.to_owned())))
@@ -175,6 +193,8 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(30),
             max_connections: 1,
+            detect_timeout: Duration::from_millis(100),
+            http: HttpConfig::default(),
         };
         let outbound = Outbound::new(
             config,

@@ -4,7 +4,9 @@
 //! Parsing is strict (camelCase keys, unknown fields rejected) and stops at the first syntax or
 //! shape error, which then carries the field path and the line and column. Everything the schema
 //! cannot express (names, addresses, ports, references, conflicts) is checked afterwards by
-//! [`super::validate`], which reports every problem at once.
+//! [`super::validate`], which reports every problem at once. Route objects (`routes:`) are kept
+//! as untyped values here and read by [`super::routes`] with the Gateway API's own types, so
+//! that each route's problems are reported with the others.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -101,7 +103,7 @@ fn parse_yaml(yaml: &str) -> Result<MeshFile, String> {
 }
 
 /// `services[0].ports[1]`, `namespaces[0].labels["weft.dev/mesh"]`: the form validation uses.
-fn render_path(path: &serde_path_to_error::Path, drop_last_key: bool) -> String {
+pub(super) fn render_path(path: &serde_path_to_error::Path, drop_last_key: bool) -> String {
     let mut segments: Vec<&Segment> = path.iter().collect();
     if drop_last_key && matches!(segments.last(), Some(Segment::Map { .. })) {
         segments.pop();
@@ -140,6 +142,8 @@ pub(super) struct MeshFile {
     pub nodes: Option<Vec<NodeSpec>>,
     pub workloads: Option<Vec<WorkloadSpec>>,
     pub services: Option<Vec<ServiceSpec>>,
+    /// Gateway API HTTPRoute and GRPCRoute objects, whole (`apiVersion`, `kind`, ...).
+    pub routes: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +183,7 @@ pub(super) struct ServiceSpec {
     pub vips: Option<Vec<String>>,
     pub selector: Option<Labels>,
     pub ports: Option<Vec<ServicePortSpec>>,
+    pub traffic_policy: Option<TrafficPolicySpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +194,77 @@ pub(super) struct ServicePortSpec {
     pub target_port: Option<i64>,
     pub protocol: Option<String>,
     pub app_protocol: Option<String>,
+}
+
+/// A service's traffic policy. Every field is optional (defaults in [`super::model`]); enums
+/// and durations stay text so that validation reports each bad value with its path.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct TrafficPolicySpec {
+    pub load_balancer: Option<LoadBalancerSpec>,
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
+    pub outlier_detection: Option<OutlierDetectionSpec>,
+    pub retry: Option<RetrySpec>,
+    pub retry_budget: Option<RetryBudgetSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct LoadBalancerSpec {
+    pub policy: Option<String>,
+    pub hash: Option<HashSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct HashSpec {
+    pub header: Option<String>,
+    pub cookie: Option<String>,
+    pub source_workload: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct CircuitBreakerSpec {
+    pub max_connections: Option<i64>,
+    pub max_pending_requests: Option<i64>,
+    pub max_requests: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct OutlierDetectionSpec {
+    #[serde(rename = "consecutive5xx")]
+    pub consecutive_5xx: Option<i64>,
+    pub consecutive_gateway_errors: Option<i64>,
+    pub base_ejection_time: Option<String>,
+    pub max_ejection_time: Option<String>,
+    pub max_ejection_percent: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct RetrySpec {
+    pub attempts: Option<i64>,
+    pub on: Option<Vec<String>>,
+    pub grpc_statuses: Option<Vec<String>>,
+    pub per_try_timeout: Option<String>,
+    pub backoff: Option<BackoffSpec>,
+    pub max_replay_bytes: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct BackoffSpec {
+    pub base: Option<String>,
+    pub max: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct RetryBudgetSpec {
+    pub ratio: Option<f64>,
+    pub min_retries_per_second: Option<i64>,
 }
 
 #[cfg(test)]

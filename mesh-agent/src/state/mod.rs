@@ -1,12 +1,14 @@
 //! The one model of the mesh (`model`) and the sources that build it.
 //!
 //! Today the source is the local state file: [`load_file`] reads, validates and builds a
-//! [`MeshState`]; [`resolve_cgroups`] fills in the cgroup ids of this node's pods; [`watch_file`]
-//! publishes each later good version. A Kubernetes source will build the same model.
+//! [`MeshState`] (routes compiled by [`crate::routing`]); [`resolve_cgroups`] fills in the
+//! cgroup ids of this node's pods; [`watch_file`] publishes each later good version. A
+//! Kubernetes source will build the same model.
 mod cgroups;
 mod file;
 mod model;
-mod names;
+pub(crate) mod names;
+mod routes;
 #[cfg(test)]
 mod scratch;
 mod validate;

@@ -1,4 +1,5 @@
-//! The mesh as the agent sees it: namespaces, nodes, workloads and services.
+//! The mesh as the agent sees it: namespaces, nodes, workloads, services and the routes attached
+//! to services.
 //!
 //! Sources (the local YAML file today, Kubernetes later) build a [`MeshState`]; everything that
 //! decides anything (datapath sync, proxy, CLI) only reads it. A snapshot is immutable: a change
@@ -10,6 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
+
+use crate::routing::{RouteIndex, RouteObject};
+
+mod traffic;
+pub use traffic::*;
 
 /// Namespace label that enrolls a namespace's pods in the mesh.
 pub const MESH_LABEL: &str = "weft.dev/mesh";
@@ -116,7 +122,8 @@ pub struct ServicePort {
     pub app_protocol: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Service {
     pub namespace: String,
     pub name: String,
@@ -125,6 +132,8 @@ pub struct Service {
     pub selector: Labels,
     /// Workloads the selector matches, resolved when the snapshot is built.
     pub endpoints: Vec<WorkloadKey>,
+    /// How clients balance, limit and retry their requests to this service.
+    pub traffic_policy: TrafficPolicy,
 }
 
 impl Service {
@@ -145,7 +154,8 @@ pub struct ServiceTarget {
 /// One immutable snapshot of the mesh.
 ///
 /// Serializes as lists shaped like the state file (`namespaces`, `nodes`, `workloads`,
-/// `services`), with the resolved fields (`endpoints`, `cgroupId`, `enrolled`) filled in.
+/// `services`, `routes`), with the resolved fields (`endpoints`, `cgroupId`, `enrolled`) and the
+/// traffic-policy defaults filled in.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MeshState {
     #[serde(serialize_with = "map_values")]
@@ -156,9 +166,17 @@ pub struct MeshState {
     pub workloads: BTreeMap<WorkloadKey, Arc<Workload>>,
     #[serde(serialize_with = "arc_map_values")]
     pub services: BTreeMap<(String, String), Arc<Service>>,
+    /// HTTPRoutes and GRPCRoutes attached to services, as the source wrote them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteObject>,
+    /// `routes` compiled per service port; built by the source together with `routes`.
+    #[serde(skip)]
+    pub(crate) route_tables: RouteIndex,
     /// Derived indexes, rebuilt by [`MeshState::index`].
     #[serde(skip)]
     pub(crate) by_vip: HashMap<SocketAddr, ServiceTarget>,
+    #[serde(skip)]
+    pub(crate) by_service_port: HashMap<(String, String), Vec<ServiceTarget>>,
     #[serde(skip)]
     pub(crate) by_cgroup: HashMap<u64, Arc<Workload>>,
     #[serde(skip)]
@@ -179,6 +197,7 @@ impl MeshState {
             .flat_map(|w| w.ips.iter().map(move |ip| (*ip, w.clone())))
             .collect();
         self.by_vip = HashMap::new();
+        self.by_service_port = HashMap::new();
         for svc in self.services.values() {
             let endpoint_ips: Vec<IpAddr> = svc
                 .endpoints
@@ -186,26 +205,40 @@ impl MeshState {
                 .filter_map(|k| self.workloads.get(k))
                 .flat_map(|w| w.ips.iter().copied())
                 .collect();
+            let mut targets = Vec::new();
             for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
                 let endpoints = endpoint_ips
                     .iter()
                     .map(|ip| SocketAddr::new(*ip, port.target_port))
                     .collect::<Vec<_>>();
+                let target = ServiceTarget {
+                    service: svc.clone(),
+                    port: port.clone(),
+                    endpoints,
+                };
                 for vip in &svc.vips {
-                    let target = ServiceTarget {
-                        service: svc.clone(),
-                        port: port.clone(),
-                        endpoints: endpoints.clone(),
-                    };
-                    self.by_vip.insert(SocketAddr::new(*vip, port.port), target);
+                    self.by_vip
+                        .insert(SocketAddr::new(*vip, port.port), target.clone());
                 }
+                targets.push(target);
             }
+            let key = (svc.namespace.clone(), svc.name.clone());
+            self.by_service_port.insert(key, targets);
         }
     }
 
     /// The service port a connection to `dst` (its original destination) addresses, if any.
     pub fn service_for(&self, dst: SocketAddr) -> Option<&ServiceTarget> {
         self.by_vip.get(&canonical(dst))
+    }
+
+    /// A TCP port of a service, by the service's `(namespace, name)` and the port number (not
+    /// the target port): where a route's backend reference sends requests.
+    pub fn service_port(&self, service: &(String, String), port: u16) -> Option<&ServiceTarget> {
+        self.by_service_port
+            .get(service)?
+            .iter()
+            .find(|t| t.port.port == port)
     }
 
     /// The workload whose pod cgroup has this id (as the kernel reported it).

@@ -3,7 +3,8 @@
 //! Every problem is collected (not just the first), each as `<field path>: <reason>`, so one
 //! edit-and-reload cycle shows everything that is wrong. Names follow Kubernetes: namespaces and
 //! services are DNS-1123 labels, pods and nodes DNS-1123 subdomains, so that the Kubernetes source
-//! can build the same model from the same names.
+//! can build the same model from the same names. Traffic policies are checked in `traffic`;
+//! routes are read by [`super::routes`] and compiled (and checked) by [`crate::routing`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,7 @@ use super::model::{
     ServicePort, Workload, WorkloadKey,
 };
 use super::names::{dns_label, dns_subdomain};
+use super::routes;
 
 /// Builds the snapshot (endpoints resolved, indexes built) or returns every problem found.
 pub(super) fn build(file: &MeshFile) -> Result<MeshState, Vec<String>> {
@@ -34,6 +36,8 @@ pub(super) fn build(file: &MeshFile) -> Result<MeshState, Vec<String>> {
     for (i, svc) in file.services.iter().flatten().enumerate() {
         b.service(i, svc);
     }
+    let route_values = file.routes.as_deref().unwrap_or_default();
+    routes::build(&mut b.state, route_values, &mut b.problems);
     if !b.problems.is_empty() {
         return Err(b.problems);
     }
@@ -222,6 +226,10 @@ impl Builder {
             ports,
             selector: spec.selector.clone().unwrap_or_default(),
             endpoints: Vec::new(),
+            traffic_policy: self.traffic_policy(
+                &format!("{at}.trafficPolicy"),
+                spec.traffic_policy.as_ref(),
+            ),
         };
         self.state.services.insert(key, Arc::new(service));
     }
@@ -376,3 +384,4 @@ impl Builder {
 
 #[cfg(test)]
 mod tests;
+mod traffic;

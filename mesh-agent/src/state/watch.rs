@@ -224,12 +224,13 @@ fn stamp_of(path: &Path) -> std::io::Result<Stamp> {
     })
 }
 
-/// Equal as far as any reader can tell (the indexes derive from these maps).
+/// Equal as far as any reader can tell (the indexes and route tables derive from these).
 fn same_content(a: &MeshState, b: &MeshState) -> bool {
     a.namespaces == b.namespaces
         && a.nodes == b.nodes
         && a.workloads == b.workloads
         && a.services == b.services
+        && a.routes == b.routes
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use mesh_common::Counter;
 
+use super::http::HttpMetrics;
 use crate::state::ReloadResult;
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
@@ -43,7 +44,7 @@ pub struct TcpLabels {
 }
 
 impl TcpLabels {
-    fn values(&self) -> [&str; 4] {
+    pub(crate) fn values(&self) -> [&str; 4] {
         [
             "source",
             &self.source_workload,
@@ -75,6 +76,7 @@ pub struct Metrics {
     tcp_received: IntCounterVec,
     refused: IntCounterVec,
     reloads: IntCounterVec,
+    http: HttpMetrics,
 }
 
 impl Metrics {
@@ -86,7 +88,9 @@ impl Metrics {
                 registry.register(Box::new(vec.clone()))?;
                 Ok(vec)
             };
+        let http = HttpMetrics::register(&registry)?;
         let metrics = Metrics {
+            http,
             tcp_opened: counter_vec(
                 "weft_tcp_connections_opened_total",
                 "TCP connections opened through the node proxy.",
@@ -134,6 +138,11 @@ impl Metrics {
         self.registry
             .register(Box::new(DatapathCollector::new(source)?))?;
         Ok(())
+    }
+
+    /// The L7 series.
+    pub fn http(&self) -> &HttpMetrics {
+        &self.http
     }
 
     pub fn connection_opened(&self, labels: &TcpLabels) {

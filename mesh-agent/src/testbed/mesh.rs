@@ -17,6 +17,8 @@ pub struct MeshSpec {
     pub namespaces: BTreeMap<String, bool>,
     pub workloads: Vec<WorkloadSpec>,
     pub services: Vec<ServiceSpec>,
+    /// Gateway API route objects, as YAML list items (`- apiVersion: ...`), appended under `routes:`.
+    pub routes: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -34,6 +36,11 @@ pub struct ServiceSpec {
     pub port: u16,
     pub target_port: u16,
     pub selector: Vec<(String, String)>,
+    /// Port name (`http`, `grpc`, `tcp-...`): declares the protocol like Kubernetes port names.
+    pub port_name: Option<String>,
+    pub app_protocol: Option<String>,
+    /// Extra YAML for the service item (e.g. a `trafficPolicy:` block), indented by 4 spaces.
+    pub extra: String,
 }
 
 impl MeshSpec {
@@ -43,11 +50,16 @@ impl MeshSpec {
     }
 
     /// Declares the bed's pod `pod` as a workload in `namespace` with label `app=<app>`.
-    pub fn workload(mut self, pod: &str, namespace: &str, app: &str) -> Self {
+    pub fn workload(self, pod: &str, namespace: &str, app: &str) -> Self {
+        self.workload_with(pod, namespace, &[("app", app)])
+    }
+
+    /// Declares the bed's pod `pod` as a workload with these labels.
+    pub fn workload_with(mut self, pod: &str, namespace: &str, labels: &[(&str, &str)]) -> Self {
         self.workloads.push(WorkloadSpec {
             pod: pod.into(),
             namespace: namespace.into(),
-            labels: vec![("app".into(), app.into())],
+            labels: pairs(labels),
         });
         self
     }
@@ -69,7 +81,22 @@ impl MeshSpec {
             port,
             target_port,
             selector: vec![("app".into(), app.into())],
+            port_name: None,
+            app_protocol: None,
+            extra: String::new(),
         });
+        self
+    }
+
+    /// Adds a fully described service.
+    pub fn service_spec(mut self, spec: ServiceSpec) -> Self {
+        self.services.push(spec);
+        self
+    }
+
+    /// Adds a Gateway API route object (YAML of one list item, starting with `- `).
+    pub fn route(mut self, yaml: &str) -> Self {
+        self.routes.push(yaml.trim_end().to_string());
         self
     }
 
@@ -113,6 +140,23 @@ impl MeshSpec {
                 s.port,
                 s.target_port
             );
+            if let Some(name) = &s.port_name {
+                let _ = writeln!(y, "        name: {name}");
+            }
+            if let Some(proto) = &s.app_protocol {
+                let _ = writeln!(y, "        appProtocol: {proto}");
+            }
+            for line in s.extra.lines() {
+                let _ = writeln!(y, "    {line}");
+            }
+        }
+        if !self.routes.is_empty() {
+            y.push_str("routes:\n");
+            for route in &self.routes {
+                for line in route.lines() {
+                    let _ = writeln!(y, "  {line}");
+                }
+            }
         }
         y
     }
@@ -130,6 +174,13 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {tmp:?}"))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {path:?}"))
+}
+
+fn pairs(labels: &[(&str, &str)]) -> Vec<(String, String)> {
+    labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn flow_map(pairs: &[(String, String)]) -> String {

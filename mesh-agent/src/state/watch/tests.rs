@@ -138,3 +138,19 @@ async fn a_missing_file_is_rejected_once_and_unchanged_content_is_not_republishe
 
     task.abort();
 }
+
+#[test]
+fn a_route_change_is_a_change_of_content() {
+    let base = "namespaces: [{name: shop}]\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}]}\n  - {name: v1, namespace: shop, ports: [{port: 80}]}\n";
+    let with_route = |path: &str| {
+        let route = format!(
+            "routes:\n  - {{apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, \
+             metadata: {{name: r, namespace: shop}}, spec: {{parentRefs: [{{group: \"\", kind: \
+             Service, name: web}}], rules: [{{matches: [{{path: {{value: {path}}}}}], \
+             backendRefs: [{{name: v1, port: 80}}]}}]}}}}\n"
+        );
+        parse_str(Path::new("mesh.yaml"), &format!("{base}{route}")).expect("loads")
+    };
+    assert!(same_content(&with_route("/a"), &with_route("/a")));
+    assert!(!same_content(&with_route("/a"), &with_route("/b")));
+}

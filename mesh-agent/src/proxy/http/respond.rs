@@ -1,0 +1,204 @@
+//! Responses the proxy sends itself, and the body type of every response to the client.
+//!
+//! A generated response carries `x-weft-response: <mechanism>` so that a client (or a person
+//! with curl) can tell a proxy decision from an answer of the application, and it is counted
+//! under the same mechanism name.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::headers::X_WEFT_RESPONSE;
+use crate::resilience::RequestPermit;
+
+/// Why the proxy answered instead of a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mechanism {
+    /// Routes are attached to the service, and none matched the request.
+    NoRoute,
+    /// The chosen backend has no endpoint to send to.
+    NoHealthyUpstream,
+    /// The request or a backend attempt ran out of time.
+    Timeout,
+    /// The service's circuit breaker refused the request.
+    CircuitOpen,
+    /// No connection to the endpoint could be made.
+    UpstreamConnectFailure,
+    /// The upstream connection failed after the request was sent.
+    UpstreamReset,
+    /// A route filter redirected the request.
+    Redirect,
+    /// A route filter answered the request directly.
+    DirectResponse,
+    /// The matched rule has no usable backend (no weight above zero, or an unknown service).
+    NoBackend,
+    /// The client's request body could not be read.
+    BadRequest,
+    /// The client stopped sending its request body.
+    RequestTimeout,
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 11] = [
+        Mechanism::NoRoute,
+        Mechanism::NoHealthyUpstream,
+        Mechanism::Timeout,
+        Mechanism::CircuitOpen,
+        Mechanism::UpstreamConnectFailure,
+        Mechanism::UpstreamReset,
+        Mechanism::Redirect,
+        Mechanism::DirectResponse,
+        Mechanism::NoBackend,
+        Mechanism::BadRequest,
+        Mechanism::RequestTimeout,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::NoRoute => "no-route",
+            Mechanism::NoHealthyUpstream => "no-healthy-upstream",
+            Mechanism::Timeout => "timeout",
+            Mechanism::CircuitOpen => "circuit-open",
+            Mechanism::UpstreamConnectFailure => "upstream-connect-failure",
+            Mechanism::UpstreamReset => "upstream-reset",
+            Mechanism::Redirect => "redirect",
+            Mechanism::DirectResponse => "direct-response",
+            Mechanism::NoBackend => "no-backend",
+            Mechanism::BadRequest => "bad-request",
+            Mechanism::RequestTimeout => "request-timeout",
+        }
+    }
+
+    /// The status of the response the proxy sends for this mechanism (filters choose their
+    /// own for redirects and direct responses).
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Mechanism::NoRoute => StatusCode::NOT_FOUND,
+            Mechanism::NoHealthyUpstream
+            | Mechanism::CircuitOpen
+            | Mechanism::UpstreamConnectFailure => StatusCode::SERVICE_UNAVAILABLE,
+            Mechanism::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Mechanism::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Mechanism::Redirect => StatusCode::FOUND,
+            Mechanism::DirectResponse => StatusCode::OK,
+            Mechanism::NoBackend => StatusCode::INTERNAL_SERVER_ERROR,
+            Mechanism::BadRequest => StatusCode::BAD_REQUEST,
+            Mechanism::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    const fn body(self) -> &'static str {
+        match self {
+            Mechanism::NoRoute => "no route matched the request\n",
+            Mechanism::NoHealthyUpstream => "no healthy upstream\n",
+            Mechanism::Timeout => "upstream request timeout\n",
+            Mechanism::CircuitOpen => "circuit breaker open\n",
+            Mechanism::UpstreamConnectFailure => "upstream connect failure\n",
+            Mechanism::UpstreamReset => "upstream connection reset\n",
+            Mechanism::Redirect | Mechanism::DirectResponse => "",
+            Mechanism::NoBackend => "no backend for the matched route\n",
+            Mechanism::BadRequest => "bad request\n",
+            Mechanism::RequestTimeout => "request body timeout\n",
+        }
+    }
+}
+
+/// A response generated for `mechanism`, with its default status and a short text body.
+pub fn generated(mechanism: Mechanism) -> Response<ResponseBody> {
+    let body = mechanism.body();
+    let mut response = Response::new(ResponseBody::local(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = mechanism.status();
+    if !body.is_empty() {
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    mark(&mut response, mechanism);
+    response
+}
+
+/// A response a route filter produced (a redirect, a direct response), marked.
+pub fn from_filter(response: Response<()>) -> (Response<ResponseBody>, Mechanism) {
+    let mechanism = if response.status().is_redirection() {
+        Mechanism::Redirect
+    } else {
+        Mechanism::DirectResponse
+    };
+    let mut response = response.map(|()| ResponseBody::local(Bytes::new()));
+    mark(&mut response, mechanism);
+    (response, mechanism)
+}
+
+fn mark<B>(response: &mut Response<B>, mechanism: Mechanism) {
+    response.headers_mut().insert(
+        X_WEFT_RESPONSE.clone(),
+        HeaderValue::from_static(mechanism.as_str()),
+    );
+}
+
+/// The body of a response to the client: the upstream's, streamed, or one the proxy made. An
+/// upstream body holds the request's circuit-breaker slot until it is done or dropped, so a
+/// long response counts as in flight for as long as it streams.
+#[derive(Debug)]
+pub struct ResponseBody {
+    kind: Kind,
+    _permit: Option<RequestPermit>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Upstream(Incoming),
+    Local(Option<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn local(bytes: Bytes) -> Self {
+        ResponseBody {
+            kind: Kind::Local((!bytes.is_empty()).then_some(bytes)),
+            _permit: None,
+        }
+    }
+
+    pub fn upstream(body: Incoming, permit: Option<RequestPermit>) -> Self {
+        ResponseBody {
+            kind: Kind::Upstream(body),
+            _permit: permit,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Local(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream(body) => body.size_hint(),
+            Kind::Local(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
