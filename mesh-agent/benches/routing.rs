@@ -34,15 +34,25 @@ fn route(name: &str, rules: &[String]) -> String {
 }
 
 fn rule(matches: &str) -> String {
-    format!("{{matches: [{matches}], backendRefs: [{{name: v1, port: 80, weight: 9}}, {{name: v2, port: 80}}]}}")
+    format!(
+        "{{matches: [{matches}], backendRefs: [{{name: v1, port: 80, weight: 9}}, {{name: v2, port: 80}}]}}"
+    )
 }
 
 fn mesh() -> MeshState {
     let exact: Vec<String> = (0..15)
-        .map(|i| rule(&format!("{{path: {{type: Exact, value: /exact/{i}/item}}}}")))
+        .map(|i| {
+            rule(&format!(
+                "{{path: {{type: Exact, value: /exact/{i}/item}}}}"
+            ))
+        })
         .collect();
     let prefix: Vec<String> = (0..15)
-        .map(|i| rule(&format!("{{path: {{type: PathPrefix, value: /svc{i}/api}}}}")))
+        .map(|i| {
+            rule(&format!(
+                "{{path: {{type: PathPrefix, value: /svc{i}/api}}}}"
+            ))
+        })
         .collect();
     let short: Vec<String> = (0..5)
         .map(|i| rule(&format!("{{path: {{value: /svc{i}}}}}")))
@@ -97,7 +107,13 @@ fn select(c: &mut Criterion) {
     for (name, uri) in cases {
         let uri: Uri = uri.parse().expect("uri");
         group.bench_function(name, |b| {
-            b.iter(|| black_box(table.select(&Method::GET, black_box(&uri), &headers).is_some()))
+            b.iter(|| {
+                black_box(
+                    table
+                        .select(&Method::GET, black_box(&uri), &headers)
+                        .is_some(),
+                )
+            })
         });
     }
     group.finish();

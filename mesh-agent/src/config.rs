@@ -29,7 +29,7 @@ pub mod defaults {
     pub const HTTP_MAX_HEADER_BYTES: &str = "65536";
     pub const HTTP_POOL_IDLE_TIMEOUT: &str = "90s";
     pub const HTTP_MAX_MIRRORS: &str = "128";
-    pub const HTTP_BODY_IDLE_TIMEOUT: &str = "1s";
+    pub const HTTP_BODY_IDLE_TIMEOUT: &str = "30s";
     /// How long in-flight connections may run on after a shutdown signal.
     pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 }

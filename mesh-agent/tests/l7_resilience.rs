@@ -19,6 +19,10 @@ trafficPolicy:
 ";
 
 fn pool(label: &str, policy: &str, routes: &[&str]) -> anyhow::Result<L7> {
+    pool_with(label, policy, routes, &[])
+}
+
+fn pool_with(label: &str, policy: &str, routes: &[&str], flags: &[&str]) -> anyhow::Result<L7> {
     let (bed, spec) = bed(
         label,
         &[
@@ -31,7 +35,7 @@ fn pool(label: &str, policy: &str, routes: &[&str]) -> anyhow::Result<L7> {
     for r in routes {
         spec = spec.route(r);
     }
-    L7::start(bed, spec)
+    L7::start_with(bed, spec, flags)
 }
 
 fn retries(mesh: &L7) -> f64 {
@@ -175,7 +179,8 @@ fn timeouts_and_circuit_breaking() -> anyhow::Result<()> {
 /// close, while a concurrent well-behaved client sees no failure.
 #[test]
 fn bad_input_is_refused_cleanly() -> anyhow::Result<()> {
-    let mesh = pool("badin", "", &[])?;
+    // A stalled upload is abandoned after the body idle timeout (30 s by default).
+    let mesh = pool_with("badin", "", &[], &["--http-body-idle-timeout", "1s"])?;
     let to = format!("{POOL}:80");
     let good = std::thread::scope(|s| -> anyhow::Result<serde_json::Value> {
         let steady = s.spawn(|| {

@@ -238,7 +238,7 @@ impl Outbound {
             Some(t) => {
                 let key = (t.service.namespace.clone(), t.service.name.clone());
                 let guard = self.http.guards.get(&key, &t.service.traffic_policy);
-                match guard.breaker.try_connection() {
+                match guard.limits().try_connection() {
                     Some(permit) => Some(permit),
                     None => {
                         return failed(

@@ -8,7 +8,9 @@
 use std::borrow::Cow;
 
 use http::uri::{Authority, PathAndQuery};
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, header, request, response};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, header, request, response,
+};
 
 use super::table::Selected;
 
@@ -137,7 +139,9 @@ pub fn apply_request_filters(
     for filter in filters {
         match filter {
             Filter::RequestHeaderModifier(m) => m.apply(&mut req.headers),
-            Filter::RequestRedirect(r) => return FilterOutcome::Respond(redirect(r, selected, req)),
+            Filter::RequestRedirect(r) => {
+                return FilterOutcome::Respond(redirect(r, selected, req));
+            }
             Filter::UrlRewrite(r) => {
                 if let Err(answer) = rewrite(r, selected, req) {
                     return FilterOutcome::Respond(answer);
@@ -239,7 +243,8 @@ fn rewrite(
             Some(query) => format!("{path}?{query}"),
             None => path.into_owned(),
         };
-        parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).map_err(|_| internal())?);
+        parts.path_and_query =
+            Some(PathAndQuery::try_from(path_and_query).map_err(|_| internal())?);
     }
     if let Some(hostname) = &r.hostname {
         req.headers.insert(header::HOST, hostname.clone());
@@ -264,7 +269,11 @@ fn internal() -> Response<()> {
 /// prefix and the replacement lose their trailing `/`, what followed the prefix is kept, and
 /// an empty result becomes `/` (`/foo/bar` with prefix `/foo` and replacement `/xyz` gives
 /// `/xyz/bar`; with replacement `` it gives `/bar`).
-fn modified_path<'a>(modifier: &'a PathModifier, selected: &Selected<'_>, path: &'a str) -> Cow<'a, str> {
+fn modified_path<'a>(
+    modifier: &'a PathModifier,
+    selected: &Selected<'_>,
+    path: &'a str,
+) -> Cow<'a, str> {
     match modifier {
         PathModifier::ReplaceFullPath(full) => Cow::Borrowed(full),
         PathModifier::ReplacePrefixMatch(replacement) => {

@@ -16,7 +16,10 @@ pub enum PathMatch {
     /// Whole segments: `/abc` (or `/abc/`) matches `/abc`, `/abc/` and `/abc/def`, not `/abcd`.
     /// Holds the value without its trailing `/` (empty for `/`); `written_len` is the length
     /// as written, which orders prefixes.
-    Prefix { trimmed: Box<str>, written_len: usize },
+    Prefix {
+        trimmed: Box<str>,
+        written_len: usize,
+    },
     /// Must match the whole path.
     Regex(regex::Regex),
     /// A GRPCRoute `Exact` method match; a missing part matches any service or method.

@@ -184,7 +184,9 @@ mod tests {
         assert!(rule(&[0, 0]).pick_backend(1).is_none());
         let only_second = rule(&[0, 3]);
         for random in [0, 1, u32::MAX / 2, u32::MAX] {
-            let picked = only_second.pick_backend(random).map(|b| b.service.1.as_str());
+            let picked = only_second
+                .pick_backend(random)
+                .map(|b| b.service.1.as_str());
             assert_eq!(picked, Some("v1"));
         }
         let halves = rule(&[1, 1]);

@@ -13,6 +13,9 @@
 //! - Remaining ties: the oldest route (`metadata.creationTimestamp`; a route without one
 //!   counts as newest), then `{namespace}/{name}` alphabetically, then rule order, then match
 //!   order within the rule.
+//!
+//! HTTPRoute tables also get a path index (`index`) so that only the entries whose path can
+//! match are tried; the result is the same as walking the whole table.
 
 use std::cmp::Reverse;
 
@@ -21,6 +24,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::matching::{PathMatch, RequestMatch};
 use super::model::{RouteKind, RouteRule};
+
+mod index;
+
+use index::PathIndex;
 
 /// The compiled routes of one service port (all HTTPRoutes or all GRPCRoutes attached to it),
 /// ordered by the spec's precedence.
@@ -34,6 +41,8 @@ pub struct RouteTable {
     /// of them can match, so a request that matches none skips them all. `None`: no regular
     /// expressions (or too many to combine; then each is tried).
     regex_gate: Option<regex::RegexSet>,
+    /// `None`: GRPCRoute tables, walked whole.
+    index: Option<PathIndex>,
 }
 
 #[derive(Debug)]
@@ -81,16 +90,24 @@ impl RouteTable {
         let query = uri.query();
         // Asked once, at the first regular expression reached.
         let mut regexes_may_match = None;
-        let entry = self.entries.iter().find(|e| {
+        let mut hit = |i: usize| {
+            let e = &self.entries[i];
             if matches!(e.matcher.path, PathMatch::Regex(_))
                 && !*regexes_may_match.get_or_insert_with(|| {
-                    self.regex_gate.as_ref().is_none_or(|set| set.is_match(path))
+                    self.regex_gate
+                        .as_ref()
+                        .is_none_or(|set| set.is_match(path))
                 })
             {
                 return false;
             }
             e.matcher.matches(method, path, query, headers)
-        })?;
+        };
+        let found = match &self.index {
+            Some(index) => index.first(path, hit),
+            None => (0..self.entries.len()).find(|&i| hit(i)),
+        };
+        let entry = &self.entries[found?];
         Some(Selected {
             rule: &self.rules[entry.rule],
             path: &entry.matcher.path,
@@ -176,12 +193,18 @@ impl TableBuilder {
                     .ok()
             })
             .flatten();
+        let entries: Vec<Entry> = self.entries.into_iter().map(|(_, e)| e).collect();
+        let index = match self.kind {
+            RouteKind::Http => PathIndex::build(&entries),
+            RouteKind::Grpc => None,
+        };
         RouteTable {
             kind: self.kind,
             port: self.port,
             rules: self.rules,
-            entries: self.entries.into_iter().map(|(_, e)| e).collect(),
+            entries,
             regex_gate,
+            index,
         }
     }
 }

@@ -33,9 +33,11 @@ pub(super) fn build(state: &mut MeshState, values: &[Value], problems: &mut Vec<
     }
     match crate::routing::compile(&objects, &state.services) {
         Ok(index) => state.route_tables = index,
-        Err(found) => problems.extend(found.into_iter().map(|p| {
-            format!("routes[{}].{}: {}", positions[p.route], p.path, p.reason)
-        })),
+        Err(found) => problems.extend(
+            found
+                .into_iter()
+                .map(|p| format!("routes[{}].{}: {}", positions[p.route], p.path, p.reason)),
+        ),
     }
     state.routes = objects;
 }
@@ -62,14 +64,16 @@ fn decode(
         problems.push(format!("{at}.apiVersion: {reason}"));
     }
     let route = match text("kind") {
-        Some("HTTPRoute") => typed::<HttpRoute>(&at, value, problems).map(|r| {
-            RouteObject::Http(Box::new(r))
-        }),
-        Some("GRPCRoute") => typed::<GrpcRoute>(&at, value, problems).map(|r| {
-            RouteObject::Grpc(Box::new(r))
-        }),
+        Some("HTTPRoute") => {
+            typed::<HttpRoute>(&at, value, problems).map(|r| RouteObject::Http(Box::new(r)))
+        }
+        Some("GRPCRoute") => {
+            typed::<GrpcRoute>(&at, value, problems).map(|r| RouteObject::Grpc(Box::new(r)))
+        }
         _ => {
-            let found = object.get("kind").map_or("nothing".into(), Value::to_string);
+            let found = object
+                .get("kind")
+                .map_or("nothing".into(), Value::to_string);
             problems.push(format!("{at}.kind: {found} is not HTTPRoute or GRPCRoute"));
             None
         }

@@ -226,10 +226,8 @@ impl Builder {
             ports,
             selector: spec.selector.clone().unwrap_or_default(),
             endpoints: Vec::new(),
-            traffic_policy: self.traffic_policy(
-                &format!("{at}.trafficPolicy"),
-                spec.traffic_policy.as_ref(),
-            ),
+            traffic_policy: self
+                .traffic_policy(&format!("{at}.trafficPolicy"), spec.traffic_policy.as_ref()),
         };
         self.state.services.insert(key, Arc::new(service));
     }

@@ -59,10 +59,15 @@ pub fn http_service(name: &str, vip: Ipv4Addr, selector: (&str, &str), extra: &s
 
 impl L7 {
     pub fn start(bed: TestBed, spec: MeshSpec) -> Result<L7> {
+        Self::start_with(bed, spec, &[])
+    }
+
+    /// Starts the agents with extra `mesh-agent run` flags.
+    pub fn start_with(bed: TestBed, spec: MeshSpec, flags: &[&str]) -> Result<L7> {
         let config = spec.write(&bed, "mesh.yaml")?;
         let mut agents = Vec::new();
         for node in ["a", "b"] {
-            let mut agent = AgentProcess::start(&bed, node, &bin_dir(), &config, &[])?;
+            let mut agent = AgentProcess::start(&bed, node, &bin_dir(), &config, flags)?;
             agent.wait_ready(READY_TIMEOUT)?;
             agents.push(agent);
         }

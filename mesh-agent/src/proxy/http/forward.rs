@@ -162,14 +162,11 @@ impl HttpConn {
             }
             _ => None,
         };
-        let policy = &routed.target.service.traffic_policy;
-        let rule_retry = routed.rule.and_then(|r| r.retry.as_ref());
         let exchange = Exchange {
             conn: self,
             service: routed.service,
             target: routed.target,
-            retry: rule_retry.unwrap_or(&policy.retry),
-            explicit_retry: rule_retry.is_some(),
+            rule_retry: routed.rule.and_then(|r| r.retry.as_ref()),
             timeouts: routed.rule.map(|r| r.timeouts).unwrap_or_default(),
             started,
             h2,

@@ -13,7 +13,7 @@ use http::{Request, request};
 
 use super::body::{TeeBody, UpstreamBody};
 use super::forward::{HttpConn, set_authority};
-use super::policy::{StackStr, balance_config};
+use super::key::StackStr;
 use super::retry::BodyCopy;
 use crate::balance::CallOutcome;
 use crate::proxy::detect::declared;
@@ -106,21 +106,32 @@ async fn send_copy(
     let Some(target) = state.service_port(service, port) else {
         return false;
     };
-    let policy = &target.service.traffic_policy;
+    let http = &conn.outbound.http;
+    let guard = http.guards.get(service, &target.service.traffic_policy);
     let key = StackStr::balancer_key(service, port);
-    let balancer =
-        conn.outbound
-            .http
-            .balancers
-            .get(key.as_str(), &target.endpoints, &balance_config(policy));
+    let balancer = http
+        .balancers
+        .get(key.as_str(), &target.endpoints, &guard.balance);
+    let h2 = conn.client_h2 || declared(&target.port).upstream_h2();
+    // A copy never waits for a connection slot: without a free one it is not sent. Its
+    // HTTP/1.1 slot is held until the copy is done.
+    let _h1_slot = if h2 {
+        None
+    } else {
+        match guard.limits().try_connection() {
+            Some(slot) => Some(slot),
+            None => return false,
+        }
+    };
     let Some(pick) = balancer.pick(None) else {
         return false;
     };
-    let h2 = conn.client_h2 || declared(&target.port).upstream_h2();
     set_authority(&mut head, h2, conn.original_dst);
     let request = Request::from_parts(head, body);
     let started = std::time::Instant::now();
-    let sending = conn.outbound.http.upstreams.send(pick.addr(), h2, request);
+    let sending = http
+        .upstreams
+        .send(pick.addr(), h2, request, guard.limits(), None);
     match tokio::time::timeout(MIRROR_TIMEOUT, sending).await {
         Ok(Ok(response)) => {
             let outcome = match response.status().as_u16() {

@@ -3,21 +3,24 @@
 //! `server` serves the client side of a connection (hyper, with upgrades, limits, idle and
 //! shutdown handling); `forward` handles each request: `route` finds its Gateway API rule and
 //! backend, `retry` runs the attempts (breaker, balancer, deadlines, retries) with the
-//! service's `policy`, `upstream` keeps the connections to endpoints. `headers`, `body` and
-//! `respond` hold the message rules; `tunnel` carries upgraded connections (WebSocket...) as
-//! bytes; `mirror` sends fire-and-forget copies. Each request reads the current mesh snapshot;
-//! nothing here writes it. What must outlive snapshots (balancers, breakers, retry budgets,
-//! connection pools) lives in [`HttpProxy`].
+//! service's `policy` (converted once per policy change) and its connection `slots`, `key`
+//! names balancers and hashes requests, `upstream` keeps the connections to endpoints.
+//! `headers`, `body` and `respond` hold the message rules; `tunnel` carries upgraded
+//! connections (WebSocket...) as bytes; `mirror` sends fire-and-forget copies. Each request
+//! reads the current mesh snapshot; nothing here writes it. What must outlive snapshots
+//! (balancers, breakers, retry budgets, connection pools) lives in [`HttpProxy`].
 
 mod body;
 mod forward;
 mod headers;
+mod key;
 mod mirror;
 mod policy;
 mod respond;
 mod retry;
 mod route;
 mod server;
+mod slots;
 mod tunnel;
 mod upstream;
 
@@ -77,7 +80,8 @@ pub struct HttpProxy {
     pub(crate) mirrors: Arc<Semaphore>,
     /// Endpoint choice per service port, kept across snapshots.
     pub(crate) balancers: Balancers,
-    /// Circuit breakers and retry budgets per service, kept across snapshots.
+    /// Converted policies, circuit breakers, connection slots and retry budgets per service,
+    /// kept across snapshots.
     pub(crate) guards: ServiceGuards,
 }
 
@@ -110,17 +114,17 @@ impl HttpProxy {
         }
     }
 
-    /// Forgets the balancers and guards of services that are not in `state` any more.
+    /// Forgets the balancers and guards of services that are not in `state` any more, and
+    /// applies changed traffic policies to the guards of the others.
     pub fn forget_removed_services(&self, state: &MeshState) {
         self.balancers.retain(|key| {
-            policy::service_of_key(key).is_some_and(|(ns, name)| {
+            key::service_of_key(key).is_some_and(|(ns, name)| {
                 state
                     .services
                     .contains_key(&(ns.to_owned(), name.to_owned()))
             })
         });
-        self.guards
-            .retain(|service| state.services.contains_key(service));
+        self.guards.sync(state);
     }
 }
 

@@ -13,6 +13,7 @@ use http::{Response, StatusCode};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::headers::X_WEFT_RESPONSE;
+use super::slots::ConnectionSlot;
 use crate::resilience::RequestPermit;
 
 /// Why the proxy answered instead of a backend.
@@ -142,12 +143,14 @@ fn mark<B>(response: &mut Response<B>, mechanism: Mechanism) {
 }
 
 /// The body of a response to the client: the upstream's, streamed, or one the proxy made. An
-/// upstream body holds the request's circuit-breaker slot until it is done or dropped, so a
-/// long response counts as in flight for as long as it streams.
+/// upstream body holds the request's circuit-breaker slot (and, over HTTP/1.1, its connection
+/// slot) until it is done or dropped, so a long response counts as in flight for as long as it
+/// streams.
 #[derive(Debug)]
 pub struct ResponseBody {
     kind: Kind,
     _permit: Option<RequestPermit>,
+    _connection: Option<ConnectionSlot>,
 }
 
 #[derive(Debug)]
@@ -161,13 +164,19 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Local((!bytes.is_empty()).then_some(bytes)),
             _permit: None,
+            _connection: None,
         }
     }
 
-    pub fn upstream(body: Incoming, permit: Option<RequestPermit>) -> Self {
+    pub fn upstream(
+        body: Incoming,
+        permit: Option<RequestPermit>,
+        connection: Option<ConnectionSlot>,
+    ) -> Self {
         ResponseBody {
             kind: Kind::Upstream(body),
             _permit: permit,
+            _connection: connection,
         }
     }
 }

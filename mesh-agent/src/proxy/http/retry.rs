@@ -5,6 +5,11 @@
 //! repeated (idempotent, or a route that asked for retries explicitly; a connect failure is
 //! always safe since nothing was sent), the body can be sent again (see `body.rs`) and the
 //! service's retry budget allows it. Retries wait an exponential backoff with full jitter.
+//!
+//! Each attempt needs a connection slot of the service (`slots.rs`): over HTTP/1.1 one of its
+//! own, taken before the endpoint is chosen and kept by the response body; over h2c only when
+//! the chosen endpoint has no connection yet. Waiting for a slot counts against the request's
+//! deadline, not the per-try timeout (as in Envoy, a try starts once it has a connection).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,13 +21,15 @@ use tokio::sync::oneshot;
 
 use super::body::{ClientBody, Returned, TeeBody, UpstreamBody};
 use super::forward::HttpConn;
-use super::policy::{ServiceGuard, StackStr, balance_config, retry_config};
+use super::key::{StackStr, request_hash};
+use super::policy::ServiceGuard;
 use super::respond::{Mechanism, ResponseBody, generated};
+use super::slots::{ConnectionSlot, Overflow, ServiceLimits};
 use super::upstream::SendError;
 use crate::balance::{self, CallOutcome};
 use crate::resilience::{AttemptResult, RetryConfig, backoff, idempotent, retryable};
 use crate::routing::Timeouts;
-use crate::state::{HashKey, LoadBalancer, RetryPolicy, ServiceTarget};
+use crate::state::{RetryPolicy, ServiceTarget};
 
 /// How long a finished attempt may take to hand the request body back.
 const BODY_RETURN_WAIT: Duration = Duration::from_secs(1);
@@ -33,10 +40,9 @@ pub struct Exchange<'a> {
     /// `(namespace, name)` of the backend service.
     pub service: &'a (String, String),
     pub target: &'a ServiceTarget,
-    /// The rule's retry policy, else the service's.
-    pub retry: &'a RetryPolicy,
-    /// The route asked for retries itself: any method may be retried.
-    pub explicit_retry: bool,
+    /// The rule's own retry policy, which replaces the service's; a route that asks for
+    /// retries itself may have any method retried. `None`: the service's.
+    pub rule_retry: Option<&'a RetryPolicy>,
     pub timeouts: Timeouts,
     /// When the request arrived: the overall deadline counts from there.
     pub started: Instant,
@@ -74,7 +80,12 @@ enum Source {
 enum Failed {
     Send(SendError),
     Timeout,
+    /// No connection slot, and no place to wait for one: nothing was sent.
+    Overflow,
 }
+
+/// A response, and the HTTP/1.1 connection slot it holds until its body is done.
+type Answered = (Response<Incoming>, Option<ConnectionSlot>);
 
 impl Exchange<'_> {
     /// Runs the attempts. `keep_copy`: keep the body for mirrors even without retries.
@@ -82,20 +93,19 @@ impl Exchange<'_> {
         let http = &self.conn.outbound.http;
         let policy = &self.target.service.traffic_policy;
         let guard = http.guards.get(self.service, policy);
-        let Some(permit) = guard.breaker.try_request() else {
+        let Some(permit) = guard.breaker().try_request() else {
             return local(Mechanism::CircuitOpen);
         };
         if self.target.endpoints.is_empty() {
             return local(Mechanism::NoHealthyUpstream);
         }
         let key = StackStr::balancer_key(self.service, self.target.port.port);
-        let balancer = http.balancers.get(
-            key.as_str(),
-            &self.target.endpoints,
-            &balance_config(policy),
-        );
+        let balancer = http
+            .balancers
+            .get(key.as_str(), &self.target.endpoints, &guard.balance);
         let hash = request_hash(&policy.load_balancer, &parts.headers, self.conn.source_hash);
-        let cfg = retry_config(self.retry);
+        let rule_cfg = self.rule_retry.map(|p| guard.rule_retry(p));
+        let cfg = rule_cfg.as_deref().unwrap_or(&guard.retry);
         let retries = if self.upgrading { 0 } else { cfg.attempts };
         let source = if body.is_end_stream() {
             Source::Empty
@@ -108,7 +118,7 @@ impl Exchange<'_> {
             Source::Stream(Some(ClientBody::new(body, self.body_stall)))
         };
         guard.budget.deposit();
-        let attempts = self.attempts(&balancer, hash, &cfg, retries, &guard, parts, source);
+        let attempts = self.attempts(&balancer, hash, cfg, retries, &guard, parts, source);
         let deadline = self.timeouts.request.map(|d| self.started + d);
         let outcome = match deadline {
             Some(at) => match tokio::time::timeout_at(at.into(), attempts).await {
@@ -118,8 +128,8 @@ impl Exchange<'_> {
             None => attempts.await,
         };
         match outcome {
-            (Ok(response), body) => Exchanged {
-                response: response.map(|b| ResponseBody::upstream(b, Some(permit))),
+            (Ok((response, slot)), body) => Exchanged {
+                response: response.map(|b| ResponseBody::upstream(b, Some(permit), slot)),
                 mechanism: None,
                 body,
             },
@@ -129,6 +139,7 @@ impl Exchange<'_> {
                     Failed::Send(SendError::Reset(_)) => Mechanism::UpstreamReset,
                     Failed::Send(SendError::Stalled) => Mechanism::RequestTimeout,
                     Failed::Timeout => Mechanism::Timeout,
+                    Failed::Overflow => Mechanism::CircuitOpen,
                 };
                 if let Failed::Send(e) = &failed {
                     tracing::debug!(service = %self.conn.service_name, error = %e, "upstream request failed");
@@ -151,9 +162,11 @@ impl Exchange<'_> {
         guard: &Arc<ServiceGuard>,
         parts: request::Parts,
         mut source: Source,
-    ) -> (Result<Response<Incoming>, Failed>, BodyCopy) {
+    ) -> (Result<Answered, Failed>, BodyCopy) {
         let metrics = self.conn.outbound.metrics.http();
-        let any_method = self.explicit_retry || idempotent(&parts.method);
+        let upstreams = &self.conn.outbound.http.upstreams;
+        let limits = guard.limits();
+        let any_method = self.rule_retry.is_some() || idempotent(&parts.method);
         let per_try = match (self.timeouts.backend_request, cfg.per_try_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -161,11 +174,28 @@ impl Exchange<'_> {
         let mut parts = Some(parts);
         let mut attempt = 0u32;
         loop {
+            // The slot of the previous attempt, if any, went with its result.
+            let h1_slot = if self.h2 {
+                None
+            } else {
+                match limits.connection(|| false).await {
+                    Ok(slot) => slot,
+                    Err(Overflow) => return (Err(Failed::Overflow), BodyCopy::None),
+                }
+            };
             let Some(pick) = balancer.pick(hash) else {
                 return (
                     Err(Failed::Send(SendError::Connect("no endpoint".into()))),
                     BodyCopy::None,
                 );
+            };
+            let h2_slot = if self.h2 {
+                match limits.connection(|| upstreams.h2_usable(pick.addr())).await {
+                    Ok(slot) => slot,
+                    Err(Overflow) => return (Err(Failed::Overflow), BodyCopy::None),
+                }
+            } else {
+                None
             };
             let last = attempt >= retries;
             let head = if last {
@@ -181,13 +211,14 @@ impl Exchange<'_> {
             };
             let (body, copy) = source.next(cfg.max_replay_bytes);
             let sent = Instant::now();
+            let request = Request::from_parts(head, body);
             let result = self
-                .send(pick.addr(), Request::from_parts(head, body), per_try)
+                .send(pick.addr(), request, per_try, limits, h2_slot)
                 .await;
             let failure = classify(&result);
             pick.finish(call_outcome(&result, sent.elapsed()));
             if attempt > 0 {
-                let label = if failure.is_some_and(|f| qualifies(cfg, self.retry, f)) {
+                let label = if failure.is_some_and(|f| retryable(cfg, &f)) {
                     "failure"
                 } else {
                     "success"
@@ -196,21 +227,21 @@ impl Exchange<'_> {
             }
             let wanted = !last
                 && failure.is_some_and(|f| {
-                    qualifies(cfg, self.retry, f)
-                        && (any_method || f == AttemptResult::ConnectFailure)
+                    retryable(cfg, &f) && (any_method || f == AttemptResult::ConnectFailure)
                 });
             if !wanted {
-                return (result, copy);
+                return (result.map(|r| (r, h1_slot)), copy);
             }
             if !source.recover(copy).await {
                 metrics.retry_skipped(&self.conn.service_name, "not_replayable");
-                return (result, BodyCopy::None);
+                return (result.map(|r| (r, h1_slot)), BodyCopy::None);
             }
             if !guard.budget.try_withdraw() {
                 metrics.retry_skipped(&self.conn.service_name, "budget_exhausted");
-                return (result, BodyCopy::None);
+                return (result.map(|r| (r, h1_slot)), BodyCopy::None);
             }
-            drop(result);
+            // The next attempt waits for a slot: this one's must be free by then.
+            drop((result, h1_slot));
             tokio::time::sleep(backoff(attempt, cfg.backoff_base, cfg.backoff_max)).await;
             attempt += 1;
         }
@@ -221,9 +252,11 @@ impl Exchange<'_> {
         addr: SocketAddr,
         request: Request<UpstreamBody>,
         per_try: Option<Duration>,
+        limits: &Arc<ServiceLimits>,
+        h2_slot: Option<ConnectionSlot>,
     ) -> Result<Response<Incoming>, Failed> {
         let upstreams = &self.conn.outbound.http.upstreams;
-        let sending = upstreams.send(addr, self.h2, request);
+        let sending = upstreams.send(addr, self.h2, request, limits, h2_slot);
         let sent = match per_try {
             Some(limit) => match tokio::time::timeout(limit, sending).await {
                 Ok(sent) => sent,
@@ -292,16 +325,13 @@ fn classify(result: &Result<Response<Incoming>, Failed>) -> Option<AttemptResult
             }
             (status >= 400).then_some(AttemptResult::Status(status))
         }
-        Err(Failed::Send(SendError::Connect(_))) => Some(AttemptResult::ConnectFailure),
+        // Nothing was sent either way.
+        Err(Failed::Send(SendError::Connect(_)) | Failed::Overflow) => {
+            Some(AttemptResult::ConnectFailure)
+        }
         Err(Failed::Send(SendError::Reset(_) | SendError::Stalled)) => Some(AttemptResult::Reset),
         Err(Failed::Timeout) => Some(AttemptResult::Timeout),
     }
-}
-
-/// Whether the policy names this failure (its conditions, or its extra status codes).
-fn qualifies(cfg: &RetryConfig, policy: &RetryPolicy, failure: AttemptResult) -> bool {
-    retryable(cfg, &failure)
-        || matches!(failure, AttemptResult::Status(s) if policy.codes.contains(&s))
 }
 
 /// What the balancer learns from an attempt.
@@ -322,31 +352,6 @@ fn grpc_status(headers: &HeaderMap) -> Option<u32> {
     std::str::from_utf8(value.as_bytes()).ok()?.parse().ok()
 }
 
-/// The consistent-hash key of a request, when the service balances by one.
-fn request_hash(lb: &LoadBalancer, headers: &HeaderMap, source: Option<u64>) -> Option<u64> {
-    let LoadBalancer::ConsistentHash { hash } = lb else {
-        return None;
-    };
-    match hash {
-        HashKey::Header(name) => headers.get(name).map(|v| balance::hash_key(v.as_bytes())),
-        HashKey::Cookie(name) => cookie(headers, name).map(balance::hash_key),
-        HashKey::SourceWorkload => source,
-    }
-}
-
-/// The value of cookie `name` in the request's `Cookie` fields.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
-            (k == name.as_bytes()).then_some(&v[1..])
-        })
-}
-
 fn local(mechanism: Mechanism) -> Exchanged {
     Exchanged {
         response: generated(mechanism),
@@ -359,28 +364,6 @@ fn local(mechanism: Mechanism) -> Exchanged {
 mod tests {
     use super::*;
     use http::HeaderValue;
-
-    #[test]
-    fn cookies_and_headers_hash() {
-        let mut h = HeaderMap::new();
-        h.append(
-            http::header::COOKIE,
-            HeaderValue::from_static("a=1; session=xyz"),
-        );
-        h.append(http::header::COOKIE, HeaderValue::from_static("b=2"));
-        assert_eq!(cookie(&h, "session"), Some(&b"xyz"[..]));
-        assert_eq!(cookie(&h, "b"), Some(&b"2"[..]));
-        assert_eq!(cookie(&h, "sess"), None);
-        let lb = LoadBalancer::ConsistentHash {
-            hash: HashKey::Cookie("session".into()),
-        };
-        assert_eq!(request_hash(&lb, &h, None), Some(balance::hash_key(b"xyz")));
-        assert_eq!(request_hash(&LoadBalancer::RoundRobin, &h, Some(1)), None);
-        let by_source = LoadBalancer::ConsistentHash {
-            hash: HashKey::SourceWorkload,
-        };
-        assert_eq!(request_hash(&by_source, &h, Some(7)), Some(7));
-    }
 
     #[test]
     fn grpc_statuses_are_read_from_headers() {

@@ -5,12 +5,15 @@
 //! HTTP/2 (h2c with prior knowledge) keeps one multiplexed connection per endpoint here, so
 //! that the request's own `:authority` goes upstream unchanged while the connection is chosen
 //! by endpoint. Concurrent first requests to an endpoint share a single connect.
+//!
+//! Connection slots (`slots.rs`): an HTTP/1.1 request holds its own, so the pool here never
+//! sees it; an HTTP/2 connection holds the slot of the request that made it until it closes.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -25,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::body::{BodyError, UpstreamBody};
+use super::slots::{ConnectionSlot, ServiceLimits};
 
 /// Idle HTTP/2 connections are probed this often, so a vanished endpoint is noticed.
 const H2_KEEPALIVE: Duration = Duration::from_secs(20);
@@ -92,17 +96,32 @@ impl Upstreams {
         }
     }
 
+    /// Whether a request over h2c to `addr` would share a connection (open or being made)
+    /// rather than need a new one.
+    pub fn h2_usable(&self, addr: SocketAddr) -> bool {
+        let conns = self.h2.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        match conns.get(&addr) {
+            Some(Slot::Ready(s)) => !s.is_closed(),
+            Some(Slot::Connecting(_)) => true,
+            None => false,
+        }
+    }
+
     /// Sends `request` (whose URI carries the original authority) to the endpoint `addr`, over
-    /// h2c when `h2`, else HTTP/1.1.
+    /// h2c when `h2`, else HTTP/1.1. An HTTP/1.1 request holds its connection slot itself. Over
+    /// h2c, a new connection holds `slot`, or else a slot free now in `limits`; with neither
+    /// the request fails as a connect failure (it was not sent).
     pub async fn send(
         &self,
         addr: SocketAddr,
         h2: bool,
         mut request: Request<UpstreamBody>,
+        limits: &Arc<ServiceLimits>,
+        slot: Option<ConnectionSlot>,
     ) -> Result<Response<Incoming>, SendError> {
         if h2 {
             *request.version_mut() = Version::HTTP_2;
-            let mut sender = self.h2.sender(addr).await?;
+            let mut sender = self.h2.sender(addr, limits, slot).await?;
             sender
                 .ready()
                 .await
@@ -172,20 +191,33 @@ struct H2Pool {
 }
 
 impl H2Pool {
-    async fn sender(&self, addr: SocketAddr) -> Result<Sender, SendError> {
+    /// The connection to `addr`, shared, or made holding `slot` (or a slot free in `limits`).
+    async fn sender(
+        &self,
+        addr: SocketAddr,
+        limits: &Arc<ServiceLimits>,
+        slot: Option<ConnectionSlot>,
+    ) -> Result<Sender, SendError> {
         let connecting = {
             let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
             match conns.get(&addr) {
                 Some(Slot::Ready(s)) if !s.is_closed() => return Ok(s.clone()),
                 Some(Slot::Connecting(c)) => c.clone(),
                 _ => {
+                    let Some(slot) = slot.or_else(|| limits.try_connection()) else {
+                        return Err(SendError::Connect(format!(
+                            "{addr}: no connection slot free"
+                        )));
+                    };
+                    // Requests waiting for a slot to reach this endpoint can share this one.
+                    slot.wake_waiters();
                     if conns.len() >= H2_SWEEP_AT {
                         conns.retain(|_, slot| match slot {
                             Slot::Ready(s) => !s.is_closed(),
                             Slot::Connecting(_) => true,
                         });
                     }
-                    let c = connect_h2(self.builder.clone(), addr, self.connect_timeout)
+                    let c = connect_h2(self.builder.clone(), addr, self.connect_timeout, slot)
                         .boxed()
                         .shared();
                     conns.insert(addr, Slot::Connecting(c.clone()));
@@ -207,10 +239,12 @@ impl H2Pool {
     }
 }
 
+/// Connects to `addr`; the connection keeps `slot` until it ends (a failed connect frees it).
 async fn connect_h2(
     builder: http2::Builder<TokioExecutor>,
     addr: SocketAddr,
     timeout: Duration,
+    slot: ConnectionSlot,
 ) -> Result<Sender, SendError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
@@ -226,6 +260,7 @@ async fn connect_h2(
         if let Err(e) = conn.await {
             tracing::debug!(upstream = %addr, error = %chain(&e), "h2 upstream connection ended");
         }
+        drop(slot);
     });
     Ok(sender)
 }

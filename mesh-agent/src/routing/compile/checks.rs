@@ -64,7 +64,10 @@ pub(super) fn regex(ctx: &mut Ctx<'_>, at: &str, pattern: &str) -> Option<regex:
     match built {
         Ok(re) if pattern.len() <= 1024 => Some(re),
         Ok(_) => {
-            ctx.problem(at, "a regular expression of at most 1024 characters is allowed");
+            ctx.problem(
+                at,
+                "a regular expression of at most 1024 characters is allowed",
+            );
             None
         }
         Err(e) => {
@@ -85,7 +88,10 @@ pub(super) fn bytes_regex(
     match built {
         Ok(re) if pattern.len() <= 4096 => Some(re),
         Ok(_) => {
-            ctx.problem(at, "a regular expression of at most 4096 characters is allowed");
+            ctx.problem(
+                at,
+                "a regular expression of at most 4096 characters is allowed",
+            );
             None
         }
         Err(e) => {
@@ -137,7 +143,12 @@ pub(super) fn match_path(ctx: &mut Ctx<'_>, at: &str, value: &str) -> bool {
 
 /// A path a rewrite or redirect writes: absolute (a prefix replacement may also be empty) and
 /// made of valid path characters.
-pub(super) fn replacement_path(ctx: &mut Ctx<'_>, at: &str, value: &str, may_be_empty: bool) -> bool {
+pub(super) fn replacement_path(
+    ctx: &mut Ctx<'_>,
+    at: &str,
+    value: &str,
+    may_be_empty: bool,
+) -> bool {
     let ok = (value.is_empty() && may_be_empty)
         || (value.starts_with('/') && value.len() <= 1024 && path_chars(value));
     if !ok {

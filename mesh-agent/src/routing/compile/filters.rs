@@ -1,31 +1,19 @@
-//! Route filters, from the four generated filter types (HTTPRoute and GRPCRoute, rule and
-//! backend level) to [`Filter`].
+//! Route filters: each [`Spec`] (borrowed by `filter_spec` from whichever generated type
+//! carried it) checked and converted to a [`Filter`].
 //!
-//! The generated types differ only in name, so each is first borrowed into one [`Spec`] and
-//! then checked once: the `type` names the one field that is set, the filters that may appear
-//! once appear once, `RequestRedirect` and `URLRewrite` are not combined, a backend does not
-//! redirect, and the values are valid. `ExtensionRef`, `CORS` and `ExternalAuth` are refused as
-//! unsupported.
+//! The `type` names the one field that is set, the filters that may appear once appear once,
+//! `RequestRedirect` and `URLRewrite` are not combined, a backend does not redirect, and the
+//! values are valid. `ExtensionRef`, `CORS` and `ExternalAuth` are refused as unsupported.
 
-use gateway_api::experimental::httproutes::{
-    HttpRouteRulesBackendRefsFilters, HttpRouteRulesBackendRefsFiltersRequestRedirectPathType,
-    HttpRouteRulesBackendRefsFiltersRequestRedirectScheme, HttpRouteRulesBackendRefsFiltersType,
-    HttpRouteRulesBackendRefsFiltersUrlRewritePathType, HttpRouteRulesFilters,
-    HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
-    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType,
-};
-use gateway_api::grpcroutes::{
-    GrpcRouteRulesBackendRefsFilters, GrpcRouteRulesBackendRefsFiltersType, GrpcRouteRulesFilters,
-    GrpcRouteRulesFiltersType,
-};
 use http::StatusCode;
 
 use super::Ctx;
 use super::checks;
-use super::refs::{self, RefSpec, ref_spec};
-use crate::routing::filters::{
-    Filter, HeaderModifier, Mirror, PathModifier, Redirect, Scheme, UrlRewrite,
-};
+use super::filter_spec::{Body, HeaderMods, MirrorSpec, PathSpec, RedirectSpec, RewriteSpec, Spec};
+use super::refs;
+use crate::routing::filters::{Filter, HeaderModifier, Mirror, PathModifier, Redirect, UrlRewrite};
+
+pub(super) use super::filter_spec::{grpc_backend, grpc_rule, http_backend, http_rule};
 
 /// Where the filters sit: a backend's filters run only for that backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,234 +22,13 @@ pub(super) enum Level {
     Backend,
 }
 
-/// One filter, borrowed from its generated type.
-pub(super) struct Spec<'a> {
-    type_name: &'static str,
-    /// The field `type_name` requires.
-    field: &'static str,
-    /// `None`: that field is missing.
-    body: Option<Body<'a>>,
-    /// Fields set besides `field`.
-    others: Vec<&'static str>,
-}
-
-enum Body<'a> {
-    RequestHeaders(HeaderMods<'a>),
-    ResponseHeaders(HeaderMods<'a>),
-    Redirect(RedirectSpec<'a>),
-    Rewrite(RewriteSpec<'a>),
-    Mirror(MirrorSpec<'a>),
-    Unsupported,
-}
-
-struct HeaderMods<'a> {
-    set: Vec<(&'a str, &'a str)>,
-    add: Vec<(&'a str, &'a str)>,
-    remove: Vec<&'a str>,
-}
-
-struct RedirectSpec<'a> {
-    scheme: Option<Scheme>,
-    hostname: Option<&'a str>,
-    path: Option<PathSpec<'a>>,
-    port: Option<i32>,
-    status: Option<i64>,
-}
-
-struct RewriteSpec<'a> {
-    hostname: Option<&'a str>,
-    path: Option<PathSpec<'a>>,
-}
-
-struct PathSpec<'a> {
-    full: bool,
-    replace_full_path: Option<&'a str>,
-    replace_prefix_match: Option<&'a str>,
-}
-
-struct MirrorSpec<'a> {
-    backend: RefSpec<'a>,
-    percent: Option<i32>,
-    fraction: Option<(i32, Option<i32>)>,
-}
-
-macro_rules! headers {
-    ($m:expr) => {
-        HeaderMods {
-            set: $m.set.iter().flatten().map(|h| (h.name.as_str(), h.value.as_str())).collect(),
-            add: $m.add.iter().flatten().map(|h| (h.name.as_str(), h.value.as_str())).collect(),
-            remove: $m.remove.iter().flatten().map(String::as_str).collect(),
-        }
-    };
-}
-
-macro_rules! mirror {
-    ($m:expr) => {
-        MirrorSpec {
-            backend: ref_spec!($m.backend_ref),
-            percent: $m.percent,
-            fraction: $m.fraction.as_ref().map(|f| (f.numerator, f.denominator)),
-        }
-    };
-}
-
-macro_rules! path_spec {
-    ($p:expr, $ty:ident) => {
-        PathSpec {
-            full: matches!($p.r#type, $ty::ReplaceFullPath),
-            replace_full_path: $p.replace_full_path.as_deref(),
-            replace_prefix_match: $p.replace_prefix_match.as_deref(),
-        }
-    };
-}
-
-/// The HTTPRoute filter types (rule and backend level), which differ only in their names.
-macro_rules! http_spec {
-    ($f:expr, $kind:ident, $scheme:ident, $redirect_path:ident, $rewrite_path:ident) => {{
-        let f = $f;
-        let set = [
-            ("requestHeaderModifier", f.request_header_modifier.is_some()),
-            ("responseHeaderModifier", f.response_header_modifier.is_some()),
-            ("requestRedirect", f.request_redirect.is_some()),
-            ("urlRewrite", f.url_rewrite.is_some()),
-            ("requestMirror", f.request_mirror.is_some()),
-            ("extensionRef", f.extension_ref.is_some()),
-            ("cors", f.cors.is_some()),
-            ("externalAuth", f.external_auth.is_some()),
-        ];
-        let (type_name, field, body) = match f.r#type {
-            $kind::RequestHeaderModifier => (
-                "RequestHeaderModifier",
-                "requestHeaderModifier",
-                f.request_header_modifier.as_ref().map(|m| Body::RequestHeaders(headers!(m))),
-            ),
-            $kind::ResponseHeaderModifier => (
-                "ResponseHeaderModifier",
-                "responseHeaderModifier",
-                f.response_header_modifier.as_ref().map(|m| Body::ResponseHeaders(headers!(m))),
-            ),
-            $kind::RequestRedirect => (
-                "RequestRedirect",
-                "requestRedirect",
-                f.request_redirect.as_ref().map(|r| {
-                    Body::Redirect(RedirectSpec {
-                        scheme: r.scheme.as_ref().map(|s| match s {
-                            $scheme::Http => Scheme::Http,
-                            $scheme::Https => Scheme::Https,
-                        }),
-                        hostname: r.hostname.as_deref(),
-                        path: r.path.as_ref().map(|p| path_spec!(p, $redirect_path)),
-                        port: r.port,
-                        status: r.status_code,
-                    })
-                }),
-            ),
-            $kind::UrlRewrite => (
-                "URLRewrite",
-                "urlRewrite",
-                f.url_rewrite.as_ref().map(|r| {
-                    Body::Rewrite(RewriteSpec {
-                        hostname: r.hostname.as_deref(),
-                        path: r.path.as_ref().map(|p| path_spec!(p, $rewrite_path)),
-                    })
-                }),
-            ),
-            $kind::RequestMirror => (
-                "RequestMirror",
-                "requestMirror",
-                f.request_mirror.as_ref().map(|m| Body::Mirror(mirror!(m))),
-            ),
-            $kind::ExtensionRef => ("ExtensionRef", "extensionRef", Some(Body::Unsupported)),
-            $kind::Cors => ("CORS", "cors", Some(Body::Unsupported)),
-            $kind::ExternalAuth => ("ExternalAuth", "externalAuth", Some(Body::Unsupported)),
-        };
-        Spec::new(type_name, field, body, &set)
-    }};
-}
-
-/// The GRPCRoute filter types (rule and backend level).
-macro_rules! grpc_spec {
-    ($f:expr, $kind:ident) => {{
-        let f = $f;
-        let set = [
-            ("requestHeaderModifier", f.request_header_modifier.is_some()),
-            ("responseHeaderModifier", f.response_header_modifier.is_some()),
-            ("requestMirror", f.request_mirror.is_some()),
-            ("extensionRef", f.extension_ref.is_some()),
-        ];
-        let (type_name, field, body) = match f.r#type {
-            $kind::RequestHeaderModifier => (
-                "RequestHeaderModifier",
-                "requestHeaderModifier",
-                f.request_header_modifier.as_ref().map(|m| Body::RequestHeaders(headers!(m))),
-            ),
-            $kind::ResponseHeaderModifier => (
-                "ResponseHeaderModifier",
-                "responseHeaderModifier",
-                f.response_header_modifier.as_ref().map(|m| Body::ResponseHeaders(headers!(m))),
-            ),
-            $kind::RequestMirror => (
-                "RequestMirror",
-                "requestMirror",
-                f.request_mirror.as_ref().map(|m| Body::Mirror(mirror!(m))),
-            ),
-            $kind::ExtensionRef => ("ExtensionRef", "extensionRef", Some(Body::Unsupported)),
-        };
-        Spec::new(type_name, field, body, &set)
-    }};
-}
-
-pub(super) fn http_rule(f: &HttpRouteRulesFilters) -> Spec<'_> {
-    http_spec!(
-        f,
-        HttpRouteRulesFiltersType,
-        HttpRouteRulesFiltersRequestRedirectScheme,
-        HttpRouteRulesFiltersRequestRedirectPathType,
-        HttpRouteRulesFiltersUrlRewritePathType
-    )
-}
-
-pub(super) fn http_backend(f: &HttpRouteRulesBackendRefsFilters) -> Spec<'_> {
-    http_spec!(
-        f,
-        HttpRouteRulesBackendRefsFiltersType,
-        HttpRouteRulesBackendRefsFiltersRequestRedirectScheme,
-        HttpRouteRulesBackendRefsFiltersRequestRedirectPathType,
-        HttpRouteRulesBackendRefsFiltersUrlRewritePathType
-    )
-}
-
-pub(super) fn grpc_rule(f: &GrpcRouteRulesFilters) -> Spec<'_> {
-    grpc_spec!(f, GrpcRouteRulesFiltersType)
-}
-
-pub(super) fn grpc_backend(f: &GrpcRouteRulesBackendRefsFilters) -> Spec<'_> {
-    grpc_spec!(f, GrpcRouteRulesBackendRefsFiltersType)
-}
-
-impl<'a> Spec<'a> {
-    fn new(
-        type_name: &'static str,
-        field: &'static str,
-        body: Option<Body<'a>>,
-        set: &[(&'static str, bool)],
-    ) -> Spec<'a> {
-        let others = set
-            .iter()
-            .filter(|(name, is_set)| *is_set && *name != field)
-            .map(|(name, _)| *name)
-            .collect();
-        Spec {
-            type_name,
-            field,
-            body,
-            others,
-        }
-    }
-}
-
 /// Checks and converts the filters of one rule or backend; `at` is the list's path.
-pub(super) fn filters(ctx: &mut Ctx<'_>, at: &str, specs: Vec<Spec<'_>>, level: Level) -> Vec<Filter> {
+pub(super) fn filters(
+    ctx: &mut Ctx<'_>,
+    at: &str,
+    specs: Vec<Spec<'_>>,
+    level: Level,
+) -> Vec<Filter> {
     checks::limit(ctx, at, specs.len(), 16);
     let mut out = Vec::new();
     let mut seen: Vec<&'static str> = Vec::new();
@@ -306,7 +73,13 @@ pub(super) fn filters(ctx: &mut Ctx<'_>, at: &str, specs: Vec<Spec<'_>>, level: 
     out
 }
 
-fn filter(ctx: &mut Ctx<'_>, at: &str, field: &str, body: Body<'_>, type_name: &str) -> Option<Filter> {
+fn filter(
+    ctx: &mut Ctx<'_>,
+    at: &str,
+    field: &str,
+    body: Body<'_>,
+    type_name: &str,
+) -> Option<Filter> {
     let at = format!("{at}.{field}");
     let before = ctx.count();
     let filter = match body {
@@ -381,7 +154,10 @@ fn redirect(ctx: &mut Ctx<'_>, at: &str, r: &RedirectSpec<'_>) -> Option<Redirec
             None
         }
     };
-    let path = r.path.as_ref().and_then(|p| path_modifier(ctx, &format!("{at}.path"), p));
+    let path = r
+        .path
+        .as_ref()
+        .and_then(|p| path_modifier(ctx, &format!("{at}.path"), p));
     Some(Redirect {
         scheme: r.scheme,
         hostname: r.hostname.map(str::to_string),
@@ -398,15 +174,28 @@ fn rewrite(ctx: &mut Ctx<'_>, at: &str, r: &RewriteSpec<'_>) -> Option<UrlRewrit
         }
         _ => None,
     };
-    let path = r.path.as_ref().and_then(|p| path_modifier(ctx, &format!("{at}.path"), p));
+    let path = r
+        .path
+        .as_ref()
+        .and_then(|p| path_modifier(ctx, &format!("{at}.path"), p));
     Some(UrlRewrite { hostname, path })
 }
 
 fn path_modifier(ctx: &mut Ctx<'_>, at: &str, p: &PathSpec<'_>) -> Option<PathModifier> {
     let (wanted, unwanted, value, extra) = if p.full {
-        ("replaceFullPath", "replacePrefixMatch", p.replace_full_path, p.replace_prefix_match)
+        (
+            "replaceFullPath",
+            "replacePrefixMatch",
+            p.replace_full_path,
+            p.replace_prefix_match,
+        )
     } else {
-        ("replacePrefixMatch", "replaceFullPath", p.replace_prefix_match, p.replace_full_path)
+        (
+            "replacePrefixMatch",
+            "replaceFullPath",
+            p.replace_prefix_match,
+            p.replace_full_path,
+        )
     };
     let Some(value) = value else {
         let reason = format!("`type: {}` needs `{wanted}`", capitalized(wanted));

@@ -38,7 +38,12 @@ pub(super) fn rules(ctx: &mut Ctx<'_>, route: &GrpcRoute) -> Vec<RuleDraft> {
     out
 }
 
-fn rule_draft(ctx: &mut Ctx<'_>, at: &str, index: usize, rule: &GrpcRouteRules) -> Option<RuleDraft> {
+fn rule_draft(
+    ctx: &mut Ctx<'_>,
+    at: &str,
+    index: usize,
+    rule: &GrpcRouteRules,
+) -> Option<RuleDraft> {
     let before = ctx.count();
     let written = rule.matches.as_deref().unwrap_or_default();
     checks::limit(ctx, &format!("{at}.matches"), written.len(), 64);
@@ -50,7 +55,12 @@ fn rule_draft(ctx: &mut Ctx<'_>, at: &str, index: usize, rule: &GrpcRouteRules) 
     if written.is_empty() {
         matches.push(RequestMatch::everything());
     }
-    let specs = rule.filters.iter().flatten().map(filters::grpc_rule).collect();
+    let specs = rule
+        .filters
+        .iter()
+        .flatten()
+        .map(filters::grpc_rule)
+        .collect();
     let filters = filters::filters(ctx, &format!("{at}.filters"), specs, Level::Rule);
     let refs = rule.backend_refs.as_deref().unwrap_or_default();
     checks::limit(ctx, &format!("{at}.backendRefs"), refs.len(), 16);
@@ -59,7 +69,12 @@ fn rule_draft(ctx: &mut Ctx<'_>, at: &str, index: usize, rule: &GrpcRouteRules) 
         let at = format!("{at}.backendRefs[{j}]");
         let target = refs::service_port(ctx, &at, ref_spec!(r));
         let weight = refs::weight(ctx, &at, r.weight);
-        let specs = r.filters.iter().flatten().map(filters::grpc_backend).collect();
+        let specs = r
+            .filters
+            .iter()
+            .flatten()
+            .map(filters::grpc_backend)
+            .collect();
         let filters = filters::filters(ctx, &format!("{at}.filters"), specs, Level::Backend);
         if let Some((service, port)) = target {
             backends.push(Backend {
@@ -91,7 +106,10 @@ fn request_match(ctx: &mut Ctx<'_>, at: &str, m: &GrpcRouteRulesMatches) -> Opti
     checks::limit(ctx, &format!("{at}.headers"), headers.len(), 16);
     let mut header_matches: Vec<HeaderMatch> = Vec::new();
     for (k, h) in headers.iter().enumerate() {
-        let regex = matches!(h.r#type, Some(GrpcRouteRulesMatchesHeadersType::RegularExpression));
+        let regex = matches!(
+            h.r#type,
+            Some(GrpcRouteRulesMatchesHeadersType::RegularExpression)
+        );
         let at = format!("{at}.headers[{k}]");
         if let Some(hm) = header_match(ctx, &at, &h.name, regex, &h.value)
             && !header_matches.iter().any(|x| x.name == hm.name)
@@ -114,7 +132,11 @@ fn method_match(ctx: &mut Ctx<'_>, at: &str, m: &GrpcRouteRulesMatchesMethod) ->
         ctx.problem(at, "set `service`, `method` or both");
         return None;
     }
-    match m.r#type.as_ref().unwrap_or(&GrpcRouteRulesMatchesMethodType::Exact) {
+    match m
+        .r#type
+        .as_ref()
+        .unwrap_or(&GrpcRouteRulesMatchesMethodType::Exact)
+    {
         GrpcRouteRulesMatchesMethodType::Exact => {
             let before = ctx.count();
             if let Some(s) = service.filter(|s| !grpc_service_name(s)) {

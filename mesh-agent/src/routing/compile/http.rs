@@ -48,10 +48,18 @@ pub(super) fn rules(ctx: &mut Ctx<'_>, route: &HttpRoute) -> Vec<RuleDraft> {
     out
 }
 
-fn rule_draft(ctx: &mut Ctx<'_>, at: &str, index: usize, rule: &HttpRouteRules) -> Option<RuleDraft> {
+fn rule_draft(
+    ctx: &mut Ctx<'_>,
+    at: &str,
+    index: usize,
+    rule: &HttpRouteRules,
+) -> Option<RuleDraft> {
     let before = ctx.count();
     if rule.session_persistence.is_some() {
-        ctx.problem(format!("{at}.sessionPersistence"), "session persistence is not supported");
+        ctx.problem(
+            format!("{at}.sessionPersistence"),
+            "session persistence is not supported",
+        );
     }
     let written = rule.matches.as_deref().unwrap_or_default();
     checks::limit(ctx, &format!("{at}.matches"), written.len(), 64);
@@ -65,7 +73,12 @@ fn rule_draft(ctx: &mut Ctx<'_>, at: &str, index: usize, rule: &HttpRouteRules) 
     }
     // The prefix-rewrite check needs every match; a broken one is reported already.
     let matches_ok = ctx.count() == before;
-    let specs = rule.filters.iter().flatten().map(filters::http_rule).collect();
+    let specs = rule
+        .filters
+        .iter()
+        .flatten()
+        .map(filters::http_rule)
+        .collect();
     let filters = filters::filters(ctx, &format!("{at}.filters"), specs, Level::Rule);
     let refs = rule.backend_refs.as_deref().unwrap_or_default();
     checks::limit(ctx, &format!("{at}.backendRefs"), refs.len(), 16);
@@ -74,7 +87,12 @@ fn rule_draft(ctx: &mut Ctx<'_>, at: &str, index: usize, rule: &HttpRouteRules) 
         let at = format!("{at}.backendRefs[{j}]");
         let target = refs::service_port(ctx, &at, ref_spec!(r));
         let weight = refs::weight(ctx, &at, r.weight);
-        let specs = r.filters.iter().flatten().map(filters::http_backend).collect();
+        let specs = r
+            .filters
+            .iter()
+            .flatten()
+            .map(filters::http_backend)
+            .collect();
         let filters = filters::filters(ctx, &format!("{at}.filters"), specs, Level::Backend);
         if matches_ok {
             prefix_rewrites_need_one_prefix(ctx, &at, &filters, &matches);
@@ -96,7 +114,10 @@ fn rule_draft(ctx: &mut Ctx<'_>, at: &str, index: usize, rule: &HttpRouteRules) 
         .as_ref()
         .map(|t| timeouts(ctx, &format!("{at}.timeouts"), t))
         .unwrap_or_default();
-    let retry = rule.retry.as_ref().map(|r| retry(ctx, &format!("{at}.retry"), r));
+    let retry = rule
+        .retry
+        .as_ref()
+        .map(|r| retry(ctx, &format!("{at}.retry"), r));
     (ctx.count() == before).then(|| RuleDraft {
         name: rule.name.clone(),
         index,
@@ -129,7 +150,8 @@ fn prefix_rewrites_need_one_prefix(
             .first()
             .is_some_and(|m| matches!(m.path, PathMatch::Prefix { .. }));
     if replaces_prefix && !one_prefix {
-        let reason = "ReplacePrefixMatch needs the rule to have exactly one match, of type PathPrefix";
+        let reason =
+            "ReplacePrefixMatch needs the rule to have exactly one match, of type PathPrefix";
         ctx.problem(format!("{at}.filters"), reason);
     }
 }
@@ -141,9 +163,14 @@ fn request_match(ctx: &mut Ctx<'_>, at: &str, m: &HttpRouteRulesMatches) -> Opti
         Some(p) => {
             let value = p.value.as_deref().unwrap_or("/");
             let at = format!("{at}.path.value");
-            match p.r#type.as_ref().unwrap_or(&HttpRouteRulesMatchesPathType::PathPrefix) {
-                HttpRouteRulesMatchesPathType::Exact => checks::match_path(ctx, &at, value)
-                    .then(|| PathMatch::Exact(value.into())),
+            match p
+                .r#type
+                .as_ref()
+                .unwrap_or(&HttpRouteRulesMatchesPathType::PathPrefix)
+            {
+                HttpRouteRulesMatchesPathType::Exact => {
+                    checks::match_path(ctx, &at, value).then(|| PathMatch::Exact(value.into()))
+                }
                 HttpRouteRulesMatchesPathType::PathPrefix => {
                     checks::match_path(ctx, &at, value).then(|| PathMatch::prefix(value))
                 }
@@ -157,7 +184,10 @@ fn request_match(ctx: &mut Ctx<'_>, at: &str, m: &HttpRouteRulesMatches) -> Opti
     checks::limit(ctx, &format!("{at}.headers"), headers.len(), 16);
     let mut header_matches: Vec<HeaderMatch> = Vec::new();
     for (k, h) in headers.iter().enumerate() {
-        let regex = matches!(h.r#type, Some(HttpRouteRulesMatchesHeadersType::RegularExpression));
+        let regex = matches!(
+            h.r#type,
+            Some(HttpRouteRulesMatchesHeadersType::RegularExpression)
+        );
         let at = format!("{at}.headers[{k}]");
         if let Some(hm) = header_match(ctx, &at, &h.name, regex, &h.value)
             && !header_matches.iter().any(|x| x.name == hm.name)

@@ -8,6 +8,7 @@
 //! parentRefs name, and each port's rules are sorted into a [`RouteTable`].
 
 mod checks;
+mod filter_spec;
 mod filters;
 mod grpc;
 mod http;
@@ -190,7 +191,9 @@ fn attach(
 ) -> RouteIndex {
     compiled.sort_by(|a, b| {
         let age = |c: &Compiled| (c.order.created.is_none(), c.order.created.clone());
-        age(a).cmp(&age(b)).then_with(|| a.order.key.cmp(&b.order.key))
+        age(a)
+            .cmp(&age(b))
+            .then_with(|| a.order.key.cmp(&b.order.key))
     });
     let mut ports: BTreeMap<((String, String), u16), (RouteName, TableBuilder)> = BTreeMap::new();
     for route in &compiled {
@@ -201,9 +204,9 @@ fn attach(
                 .unwrap_or_default();
             for &port in &parent.ports {
                 let key = (parent.service.clone(), port);
-                let (first, builder) = ports
-                    .entry(key)
-                    .or_insert_with(|| (route.name.clone(), TableBuilder::new(route.name.kind, port)));
+                let (first, builder) = ports.entry(key).or_insert_with(|| {
+                    (route.name.clone(), TableBuilder::new(route.name.kind, port))
+                });
                 if first.kind != route.name.kind {
                     problems.push(Problem {
                         route: route.route,

@@ -93,7 +93,10 @@ pub(super) fn parents<'a>(
         );
     }
     if count > 32 {
-        ctx.problem("spec.parentRefs", format!("{count} entries, at most 32 are allowed"));
+        ctx.problem(
+            "spec.parentRefs",
+            format!("{count} entries, at most 32 are allowed"),
+        );
     }
     out
 }

@@ -1,5 +1,5 @@
 //! Realistic HTTPRoute and GRPCRoute objects through the state file, and how they compile.
-//! Every refusal is covered in `problems.rs`.
+//! Every refusal is covered in `problems` and `filter_problems`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderValue, Method, Uri};
 use crate::routing::{Filter, PathModifier, RouteKind};
 use crate::state::{GrpcCode, MeshState, RetryOn, parse_str};
 
+mod filter_problems;
 mod problems;
 
 /// Services `shop/web` (80 http, 9000 admin, 53/UDP) with a retry policy, its two versions,
@@ -142,15 +143,27 @@ fn key(ns: &str, name: &str) -> (String, String) {
 }
 
 /// `rule name or index` chosen for a request.
-fn pick(state: &MeshState, svc: (&str, &str, u16), method: Method, uri: &str, h: &[(&'static str, &'static str)]) -> String {
-    let table = state.routes_for(&key(svc.0, svc.1), svc.2).expect("routes attached");
+fn pick(
+    state: &MeshState,
+    svc: (&str, &str, u16),
+    method: Method,
+    uri: &str,
+    h: &[(&'static str, &'static str)],
+) -> String {
+    let table = state
+        .routes_for(&key(svc.0, svc.1), svc.2)
+        .expect("routes attached");
     let mut headers = HeaderMap::new();
     for (name, value) in h {
         headers.insert(*name, HeaderValue::from_static(value));
     }
     let uri: Uri = uri.parse().expect("uri");
     match table.select(&method, &uri, &headers) {
-        Some(s) => s.rule.name.clone().unwrap_or_else(|| format!("#{}", s.rule.index)),
+        Some(s) => s
+            .rule
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("#{}", s.rule.index)),
         None => "404".into(),
     }
 }
@@ -159,17 +172,31 @@ fn pick(state: &MeshState, svc: (&str, &str, u16), method: Method, uri: &str, h:
 fn a_realistic_http_route_attaches_to_its_service_port() {
     let state = load(HTTP_ROUTE);
     let web = ("shop", "web", 80);
-    assert!(state.routes_for(&key("shop", "web"), 9000).is_none(), "parentRef names port 80");
-    assert!(state.routes_for(&key("shop", "web-v1"), 80).is_none(), "backends get no table");
+    assert!(
+        state.routes_for(&key("shop", "web"), 9000).is_none(),
+        "parentRef names port 80"
+    );
+    assert!(
+        state.routes_for(&key("shop", "web-v1"), 80).is_none(),
+        "backends get no table"
+    );
     let table = state.routes_for(&key("shop", "web"), 80).expect("attached");
     assert_eq!(table.kind(), RouteKind::Http);
     assert_eq!(table.rules().len(), 5);
     assert_eq!(table.rules()[0].route.to_string(), "HTTPRoute shop/web");
 
     let get = |uri, h: &[(&'static str, &'static str)]| pick(&state, web, Method::GET, uri, h);
-    assert_eq!(get("/api/x", &[("x-canary", "yes")]), "api", "a longer prefix beats headers");
+    assert_eq!(
+        get("/api/x", &[("x-canary", "yes")]),
+        "api",
+        "a longer prefix beats headers"
+    );
     assert_eq!(get("/", &[("x-canary", "yes")]), "canary");
-    assert_eq!(pick(&state, web, Method::POST, "/api/x", &[]), "#4", "api is GET only");
+    assert_eq!(
+        pick(&state, web, Method::POST, "/api/x", &[]),
+        "#4",
+        "api is GET only"
+    );
     assert_eq!(get("/old", &[]), "#2");
     assert_eq!(get("/users/7?view=full", &[]), "#3");
     assert_eq!(get("/users/7", &[]), "#4");
@@ -180,9 +207,16 @@ fn http_rules_carry_backends_filters_timeouts_and_retries() {
     let state = load(HTTP_ROUTE);
     let table = state.routes_for(&key("shop", "web"), 80).expect("attached");
     let api = &table.rules()[1];
-    let weights: Vec<_> = api.backends.iter().map(|b| (b.service.1.as_str(), b.weight)).collect();
+    let weights: Vec<_> = api
+        .backends
+        .iter()
+        .map(|b| (b.service.1.as_str(), b.weight))
+        .collect();
     assert_eq!(weights, [("web-v1", 90), ("web-v2", 10)]);
-    assert!(matches!(api.backends[0].filters[..], [Filter::RequestHeaderModifier(_)]));
+    assert!(matches!(
+        api.backends[0].filters[..],
+        [Filter::RequestHeaderModifier(_)]
+    ));
     assert!(matches!(
         &api.filters[..],
         [Filter::UrlRewrite(r), Filter::RequestMirror(m), Filter::ResponseHeaderModifier(_)]
@@ -201,7 +235,10 @@ fn http_rules_carry_backends_filters_timeouts_and_retries() {
     assert_eq!(retry.backoff.max, Duration::from_secs(1));
     assert_eq!(retry.grpc_statuses, [GrpcCode::UNAVAILABLE]);
     assert_eq!(retry.per_try_timeout, Some(Duration::from_secs(1)));
-    assert!(table.rules()[0].retry.is_none(), "no retry: the service's applies");
+    assert!(
+        table.rules()[0].retry.is_none(),
+        "no retry: the service's applies"
+    );
 
     let users = &table.rules()[3];
     assert_eq!(users.timeouts.request, None, "0s turns the timeout off");
@@ -212,20 +249,30 @@ fn http_rules_carry_backends_filters_timeouts_and_retries() {
 
     // A backend reference resolves to the endpoints of that service port.
     let backend = &api.backends[0];
-    let target = state.service_port(&backend.service, backend.port).expect("web-v1:80");
+    let target = state
+        .service_port(&backend.service, backend.port)
+        .expect("web-v1:80");
     let endpoints: Vec<String> = target.endpoints.iter().map(ToString::to_string).collect();
     assert_eq!(endpoints, ["10.244.1.2:8080"]);
-    assert!(state.service_port(&key("shop", "web"), 53).is_none(), "UDP is not proxied");
+    assert!(
+        state.service_port(&key("shop", "web"), 53).is_none(),
+        "UDP is not proxied"
+    );
 }
 
 #[test]
 fn a_realistic_grpc_route_matches_methods_and_headers() {
     let state = load(GRPC_ROUTE);
-    let table = state.routes_for(&key("shop", "echo"), 9090).expect("sectionName grpc");
+    let table = state
+        .routes_for(&key("shop", "echo"), 9090)
+        .expect("sectionName grpc");
     assert_eq!(table.kind(), RouteKind::Grpc);
     let echo = ("shop", "echo", 9090);
     let post = |uri, h: &[(&'static str, &'static str)]| pick(&state, echo, Method::POST, uri, h);
-    assert_eq!(post("/weft.echo.v1.Echo/Stream", &[("x-tenant", "blue")]), "#0");
+    assert_eq!(
+        post("/weft.echo.v1.Echo/Stream", &[("x-tenant", "blue")]),
+        "#0"
+    );
     assert_eq!(post("/weft.echo.v1.Echo/Stream", &[]), "#2");
     assert_eq!(post("/weft.echo.v1.Echo/GetItem", &[]), "#1");
     assert_eq!(post("/other.Svc/GetItem", &[]), "#2");
@@ -249,7 +296,10 @@ routes:
     let web = key("shop", "web");
     assert!(state.routes_for(&web, 80).is_some());
     assert!(state.routes_for(&web, 9000).is_some());
-    assert!(state.routes_for(&web, 53).is_none(), "UDP ports take no routes");
+    assert!(
+        state.routes_for(&web, 53).is_none(),
+        "UDP ports take no routes"
+    );
     assert_eq!(state.route_index().len(), 2);
     let answer = pick(&state, ("shop", "web", 9000), Method::GET, "/anything", &[]);
     assert_eq!(answer, "#0", "a rule without matches matches everything");

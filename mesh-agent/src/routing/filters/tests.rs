@@ -89,7 +89,10 @@ fn header_modifier_sets_then_adds_then_removes() {
     headers.insert(name("x-add"), value("one"));
     m.apply(&mut headers);
     assert_eq!(headers.get_all("x-set").iter().collect::<Vec<_>>(), ["new"]);
-    assert_eq!(headers.get_all("x-add").iter().collect::<Vec<_>>(), ["one", "two"]);
+    assert_eq!(
+        headers.get_all("x-add").iter().collect::<Vec<_>>(),
+        ["one", "two"]
+    );
     assert!(!headers.contains_key("x-gone"), "remove wins over add");
 }
 
@@ -107,7 +110,10 @@ fn request_and_response_modifiers_apply_on_their_side_only() {
     ];
     let (outcome, req) = run(&filters, &PathMatch::prefix("/"), "/a");
     assert!(matches!(outcome, FilterOutcome::Continue));
-    assert_eq!(req.headers.get("x-req").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    assert_eq!(
+        req.headers.get("x-req").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
     assert!(!req.headers.contains_key("x-resp"));
 
     let mut resp = Response::new(()).into_parts().0;
@@ -120,9 +126,16 @@ fn request_and_response_modifiers_apply_on_their_side_only() {
 fn redirect_keeps_the_request_and_the_listener_port_by_default() {
     let root = PathMatch::prefix("/");
     let (outcome, _) = run(&redirect(|_| {}), &root, "/a/b?x=1");
-    assert_eq!(location(outcome), (302, "http://web.shop:8080/a/b?x=1".into()));
+    assert_eq!(
+        location(outcome),
+        (302, "http://web.shop:8080/a/b?x=1".into())
+    );
 
-    let (outcome, _) = run(&redirect(|r| r.hostname = Some("other.shop".into())), &root, "/a");
+    let (outcome, _) = run(
+        &redirect(|r| r.hostname = Some("other.shop".into())),
+        &root,
+        "/a",
+    );
     assert_eq!(location(outcome), (302, "http://other.shop:8080/a".into()));
 
     let moved = redirect(|r| {
@@ -144,7 +157,10 @@ fn a_redirect_scheme_brings_its_well_known_port() {
         r.scheme = Some(Scheme::Https);
         r.port = Some(8443);
     });
-    assert_eq!(location(run(&https_port, &root, "/a").0).1, "https://web.shop:8443/a");
+    assert_eq!(
+        location(run(&https_port, &root, "/a").0).1,
+        "https://web.shop:8443/a"
+    );
 }
 
 #[test]
@@ -248,7 +264,12 @@ fn mirrors_are_listed_and_sampled() {
     assert_eq!(found[0].percent(), 25.0);
     assert!((0..1000).all(|i| found[1].sampled(i * 4_000_000)));
     let mut rng = fastrand::Rng::with_seed(3);
-    let sampled = (0..10_000).filter(|_| found[0].sampled(rng.u32(..))).count();
-    assert!((2_300..=2_700).contains(&sampled), "{sampled} of 10000 at 25%");
+    let sampled = (0..10_000)
+        .filter(|_| found[0].sampled(rng.u32(..)))
+        .count();
+    assert!(
+        (2_300..=2_700).contains(&sampled),
+        "{sampled} of 10000 at 25%"
+    );
     assert!(!mirror(0, 100).sampled(0));
 }

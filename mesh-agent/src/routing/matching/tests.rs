@@ -111,7 +111,10 @@ fn header_matches_ignore_name_case_and_join_repeats() {
     };
     let get = |h: &HeaderMap| m.matches(&Method::GET, "/", None, h);
     assert!(get(&headers(&[("X-Env", "canary")])));
-    assert!(!get(&headers(&[("x-env", "Canary")])), "values are case-sensitive");
+    assert!(
+        !get(&headers(&[("x-env", "Canary")])),
+        "values are case-sensitive"
+    );
     assert!(!get(&headers(&[])));
     assert!(!get(&headers(&[("x-env", "canary"), ("x-env", "prod")])));
 
@@ -159,7 +162,10 @@ fn query_params_match_decoded_first_values() {
     assert!(hits(&m, "/?id=123&x&animal=killer%20whale"));
     assert!(!hits(&m, "/?animal=killer%20whale"), "both must hold");
     assert!(!hits(&m, "/?animal=killer%20whale&id=1234"));
-    assert!(!hits(&m, "/?id=12&id=123&animal=killer%20whale"), "first value only");
+    assert!(
+        !hits(&m, "/?id=12&id=123&animal=killer%20whale"),
+        "first value only"
+    );
     assert!(!hits(&m, "/"));
     assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
 }
@@ -179,5 +185,8 @@ fn method_and_conditions_are_anded() {
     assert!(m.matches(&Method::POST, "/api/x", None, &h));
     assert!(!m.matches(&Method::GET, "/api/x", None, &h), "method");
     assert!(!m.matches(&Method::POST, "/other", None, &h), "path");
-    assert!(!m.matches(&Method::POST, "/api/x", None, &HeaderMap::new()), "header");
+    assert!(
+        !m.matches(&Method::POST, "/api/x", None, &HeaderMap::new()),
+        "header"
+    );
 }

@@ -54,7 +54,9 @@ pub enum LoadBalancer {
     P2cEwma,
     RoundRobin,
     LeastRequest,
-    ConsistentHash { hash: HashKey },
+    ConsistentHash {
+        hash: HashKey,
+    },
 }
 
 /// What a consistent-hash balancer hashes.
@@ -102,8 +104,8 @@ impl Default for CircuitBreakerLimits {
     }
 }
 
-/// Ejects an endpoint after consecutive failures; each ejection of the same endpoint lasts
-/// `base_ejection_time` times the number of its ejections, capped at `max_ejection_time`.
+/// Ejects an endpoint after consecutive failures; the n-th ejection of the same endpoint lasts
+/// `base_ejection_time * 2^(n-1)`, capped at `max_ejection_time` (the exponential growth).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutlierDetection {
@@ -225,7 +227,10 @@ pub struct RetryPolicy {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub grpc_statuses: Vec<GrpcCode>,
     /// Deadline of each try; `None`: only the route's timeouts bound a try.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_duration")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_duration"
+    )]
     pub per_try_timeout: Option<Duration>,
     pub backoff: Backoff,
     /// Bodies up to this size are kept so that they can be sent again.
@@ -340,7 +345,10 @@ mod tests {
 
     #[test]
     fn grpc_codes_by_name() {
-        assert_eq!(GrpcCode::from_name("UNAVAILABLE"), Some(GrpcCode::UNAVAILABLE));
+        assert_eq!(
+            GrpcCode::from_name("UNAVAILABLE"),
+            Some(GrpcCode::UNAVAILABLE)
+        );
         assert_eq!(GrpcCode(4).name(), "DEADLINE_EXCEEDED");
         assert_eq!(GrpcCode::from_name("unavailable"), None);
     }

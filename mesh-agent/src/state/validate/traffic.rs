@@ -12,8 +12,8 @@ use crate::state::file::{
     RetryBudgetSpec, RetrySpec, TrafficPolicySpec,
 };
 use crate::state::model::{
-    Backoff, CircuitBreakerLimits, GrpcCode, HashKey, LoadBalancer, OutlierDetection,
-    RetryBudget, RetryOn, RetryPolicy, TrafficPolicy,
+    Backoff, CircuitBreakerLimits, GrpcCode, HashKey, LoadBalancer, OutlierDetection, RetryBudget,
+    RetryOn, RetryPolicy, TrafficPolicy,
 };
 
 /// More tries than this per request only pile onto a failing service.
@@ -22,7 +22,11 @@ const MAX_ATTEMPTS: i64 = 10;
 const MAX_REPLAY_BYTES: i64 = 16 * 1024 * 1024;
 
 impl Builder {
-    pub(super) fn traffic_policy(&mut self, at: &str, spec: Option<&TrafficPolicySpec>) -> TrafficPolicy {
+    pub(super) fn traffic_policy(
+        &mut self,
+        at: &str,
+        spec: Option<&TrafficPolicySpec>,
+    ) -> TrafficPolicy {
         let Some(spec) = spec else {
             return TrafficPolicy::default();
         };
@@ -79,7 +83,10 @@ impl Builder {
             }
         };
         if spec.hash.is_some() {
-            self.problem(format!("{at}.hash"), "only policy ConsistentHash takes `hash`");
+            self.problem(
+                format!("{at}.hash"),
+                "only policy ConsistentHash takes `hash`",
+            );
         }
         lb
     }
@@ -91,7 +98,10 @@ impl Builder {
             spec.source_workload.is_some(),
         ];
         if chosen.iter().filter(|c| **c).count() != 1 {
-            self.problem(at, "set exactly one of `header`, `cookie`, `sourceWorkload`");
+            self.problem(
+                at,
+                "set exactly one of `header`, `cookie`, `sourceWorkload`",
+            );
             return None;
         }
         if let Some(name) = &spec.header {
@@ -124,7 +134,13 @@ impl Builder {
     fn circuit_breaker(&mut self, at: &str, spec: &CircuitBreakerSpec) -> CircuitBreakerLimits {
         let d = CircuitBreakerLimits::default();
         CircuitBreakerLimits {
-            max_connections: self.count(at, "maxConnections", spec.max_connections, 1, d.max_connections),
+            max_connections: self.count(
+                at,
+                "maxConnections",
+                spec.max_connections,
+                1,
+                d.max_connections,
+            ),
             max_pending_requests: self.count(
                 at,
                 "maxPendingRequests",
@@ -138,8 +154,13 @@ impl Builder {
 
     fn outlier_detection(&mut self, at: &str, spec: &OutlierDetectionSpec) -> OutlierDetection {
         let d = OutlierDetection::default();
-        let consecutive_5xx =
-            self.count(at, "consecutive5xx", spec.consecutive_5xx, 0, d.consecutive_5xx);
+        let consecutive_5xx = self.count(
+            at,
+            "consecutive5xx",
+            spec.consecutive_5xx,
+            0,
+            d.consecutive_5xx,
+        );
         let consecutive_gateway_errors = self.count(
             at,
             "consecutiveGatewayErrors",
@@ -169,7 +190,10 @@ impl Builder {
         );
         let max_ejection_percent = u8::try_from(percent).ok().filter(|p| *p <= 100);
         if max_ejection_percent.is_none() {
-            self.problem(format!("{at}.maxEjectionPercent"), format!("{percent} is not 0-100"));
+            self.problem(
+                format!("{at}.maxEjectionPercent"),
+                format!("{percent} is not 0-100"),
+            );
         }
         OutlierDetection {
             consecutive_5xx,
@@ -185,7 +209,10 @@ impl Builder {
         let attempts = match spec.attempts {
             Some(n) if (0..=MAX_ATTEMPTS).contains(&n) => u32::try_from(n).unwrap_or(d.attempts),
             Some(n) => {
-                self.problem(format!("{at}.attempts"), format!("{n} is not 0-{MAX_ATTEMPTS}"));
+                self.problem(
+                    format!("{at}.attempts"),
+                    format!("{n} is not 0-{MAX_ATTEMPTS}"),
+                );
                 d.attempts
             }
             None => d.attempts,
@@ -197,7 +224,8 @@ impl Builder {
                 for (i, name) in names.iter().enumerate() {
                     match RetryOn::ALL.iter().find(|r| r.as_str() == name) {
                         Some(r) if !on.contains(r) => on.push(*r),
-                        Some(_) => self.problem(format!("{at}.on[{i}]"), format!("`{name}` is listed twice")),
+                        Some(_) => self
+                            .problem(format!("{at}.on[{i}]"), format!("`{name}` is listed twice")),
                         None => {
                             let reason = format!(
                                 "`{name}` is not one of connect-failure, 5xx, gateway-error, reset"
@@ -213,12 +241,18 @@ impl Builder {
         let mut grpc_statuses = Vec::new();
         for (i, name) in spec.grpc_statuses.iter().flatten().enumerate() {
             match GrpcCode::from_name(name) {
-                Some(code) if code.0 != 0 && !grpc_statuses.contains(&code) => grpc_statuses.push(code),
+                Some(code) if code.0 != 0 && !grpc_statuses.contains(&code) => {
+                    grpc_statuses.push(code)
+                }
                 Some(code) if code.0 != 0 => {
-                    self.problem(format!("{at}.grpcStatuses[{i}]"), format!("`{name}` is listed twice"));
+                    self.problem(
+                        format!("{at}.grpcStatuses[{i}]"),
+                        format!("`{name}` is listed twice"),
+                    );
                 }
                 _ => {
-                    let reason = format!("`{name}` is not a gRPC error status (such as UNAVAILABLE)");
+                    let reason =
+                        format!("`{name}` is not a gRPC error status (such as UNAVAILABLE)");
                     self.problem(format!("{at}.grpcStatuses[{i}]"), reason);
                 }
             }
@@ -231,7 +265,9 @@ impl Builder {
             .map(|b| self.backoff(&format!("{at}.backoff"), b))
             .unwrap_or(d.backoff);
         let max_replay_bytes = match spec.max_replay_bytes {
-            Some(n) if (0..=MAX_REPLAY_BYTES).contains(&n) => u32::try_from(n).unwrap_or(d.max_replay_bytes),
+            Some(n) if (0..=MAX_REPLAY_BYTES).contains(&n) => {
+                u32::try_from(n).unwrap_or(d.max_replay_bytes)
+            }
             Some(n) => {
                 let reason = format!("{n} is not 0-{MAX_REPLAY_BYTES}");
                 self.problem(format!("{at}.maxReplayBytes"), reason);
@@ -252,7 +288,9 @@ impl Builder {
 
     fn backoff(&mut self, at: &str, spec: &BackoffSpec) -> Backoff {
         let d = Backoff::default();
-        let base = self.duration(at, "base", spec.base.as_deref()).unwrap_or(d.base);
+        let base = self
+            .duration(at, "base", spec.base.as_deref())
+            .unwrap_or(d.base);
         let max = self
             .duration(at, "max", spec.max.as_deref())
             .unwrap_or(d.max.max(base));
@@ -306,7 +344,8 @@ impl Builder {
         match gateway_api::Duration::from_str(text) {
             Ok(d) if !d.is_zero() => Some(Duration::new(d.as_secs(), d.subsec_nanos())),
             _ => {
-                let reason = format!("`{text}` is not a positive duration (such as 250ms, 30s, 1m30s)");
+                let reason =
+                    format!("`{text}` is not a positive duration (such as 250ms, 30s, 1m30s)");
                 self.problem(format!("{at}.{field}"), reason);
                 None
             }

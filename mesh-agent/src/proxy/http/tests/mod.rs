@@ -5,6 +5,7 @@
 mod basics;
 mod limits;
 mod routing;
+mod slots;
 
 use std::convert::Infallible;
 use std::io;

@@ -1,9 +1,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::state::{
-    GrpcCode, HashKey, LoadBalancer, MeshState, RetryOn, TrafficPolicy, parse_str,
-};
+use crate::state::{GrpcCode, HashKey, LoadBalancer, MeshState, RetryOn, TrafficPolicy, parse_str};
 
 const HEADER: &str = "namespaces: [{name: shop}]\n";
 
@@ -56,7 +54,11 @@ fn the_documented_example_reads_in_full() {
     assert_eq!(od.max_ejection_time, Duration::from_secs(60));
     assert_eq!(od.max_ejection_percent, 30);
     assert_eq!(p.retry.attempts, 4);
-    let on = [RetryOn::ConnectFailure, RetryOn::GatewayError, RetryOn::Reset];
+    let on = [
+        RetryOn::ConnectFailure,
+        RetryOn::GatewayError,
+        RetryOn::Reset,
+    ];
     assert_eq!(p.retry.on, on, "sorted");
     assert_eq!(p.retry.grpc_statuses, [GrpcCode(8), GrpcCode::UNAVAILABLE]);
     assert_eq!(p.retry.per_try_timeout, Some(Duration::from_secs(1)));
@@ -73,7 +75,11 @@ fn omitted_parts_take_the_defaults() {
         "      loadBalancer: {policy: RoundRobin}\n      outlierDetection: {}\n      retry: {attempts: 0}\n",
     ));
     assert_eq!(p.load_balancer, LoadBalancer::RoundRobin);
-    assert_eq!(p.outlier_detection, Some(Default::default()), "given empty: enabled with defaults");
+    assert_eq!(
+        p.outlier_detection,
+        Some(Default::default()),
+        "given empty: enabled with defaults"
+    );
     assert_eq!(p.retry.attempts, 0);
     assert_eq!(p.retry.on, [RetryOn::ConnectFailure]);
     assert_eq!(p.circuit_breaker.max_connections, 1024);
@@ -86,7 +92,10 @@ fn omitted_parts_take_the_defaults() {
         "      loadBalancer: {policy: ConsistentHash, hash: {cookie: session}}\n",
     ));
     let hashed = |hash| LoadBalancer::ConsistentHash { hash };
-    assert_eq!(cookie.load_balancer, hashed(HashKey::Cookie("session".into())));
+    assert_eq!(
+        cookie.load_balancer,
+        hashed(HashKey::Cookie("session".into()))
+    );
     let source = policy_of(&service(
         "      loadBalancer: {policy: ConsistentHash, hash: {sourceWorkload: true}}\n",
     ));
@@ -96,13 +105,33 @@ fn omitted_parts_take_the_defaults() {
 #[test]
 fn load_balancer_problems() {
     let lb = |v: &str| format!("      loadBalancer: {v}\n");
-    one(&lb("{policy: Random}"), "loadBalancer.policy", "`Random` is not one of P2CEWMA");
-    one(&lb("{policy: ConsistentHash}"), "loadBalancer", "policy ConsistentHash needs `hash`");
-    one(&lb("{policy: RoundRobin, hash: {cookie: a}}"), "loadBalancer.hash", "only policy ConsistentHash");
+    one(
+        &lb("{policy: Random}"),
+        "loadBalancer.policy",
+        "`Random` is not one of P2CEWMA",
+    );
+    one(
+        &lb("{policy: ConsistentHash}"),
+        "loadBalancer",
+        "policy ConsistentHash needs `hash`",
+    );
+    one(
+        &lb("{policy: RoundRobin, hash: {cookie: a}}"),
+        "loadBalancer.hash",
+        "only policy ConsistentHash",
+    );
     let two = lb("{policy: ConsistentHash, hash: {cookie: a, header: b}}");
-    one(&two, "loadBalancer.hash", "exactly one of `header`, `cookie`, `sourceWorkload`");
+    one(
+        &two,
+        "loadBalancer.hash",
+        "exactly one of `header`, `cookie`, `sourceWorkload`",
+    );
     let header = lb(r#"{policy: ConsistentHash, hash: {header: "x y"}}"#);
-    one(&header, "loadBalancer.hash.header", "is not an HTTP header name");
+    one(
+        &header,
+        "loadBalancer.hash.header",
+        "is not an HTTP header name",
+    );
     let cookie = lb(r#"{policy: ConsistentHash, hash: {cookie: "a;b"}}"#);
     one(&cookie, "loadBalancer.hash.cookie", "is not a cookie name");
     let off = lb("{policy: ConsistentHash, hash: {sourceWorkload: false}}");
@@ -111,29 +140,89 @@ fn load_balancer_problems() {
 
 #[test]
 fn limit_and_ejection_problems() {
-    one("      circuitBreaker: {maxRequests: 0}\n", "circuitBreaker.maxRequests", "0 is not a count from 1");
-    one("      circuitBreaker: {maxConnections: -5}\n", "circuitBreaker.maxConnections", "-5 is not a count");
+    one(
+        "      circuitBreaker: {maxRequests: 0}\n",
+        "circuitBreaker.maxRequests",
+        "0 is not a count from 1",
+    );
+    one(
+        "      circuitBreaker: {maxConnections: -5}\n",
+        "circuitBreaker.maxConnections",
+        "-5 is not a count",
+    );
     let od = |v: &str| format!("      outlierDetection: {v}\n");
-    one(&od("{consecutive5xx: 0, consecutiveGatewayErrors: 0}"), "outlierDetection", "both triggers are 0");
-    one(&od("{baseEjectionTime: soon}"), "outlierDetection.baseEjectionTime", "is not a positive duration");
-    one(&od("{baseEjectionTime: 0s}"), "outlierDetection.baseEjectionTime", "is not a positive duration");
+    one(
+        &od("{consecutive5xx: 0, consecutiveGatewayErrors: 0}"),
+        "outlierDetection",
+        "both triggers are 0",
+    );
+    one(
+        &od("{baseEjectionTime: soon}"),
+        "outlierDetection.baseEjectionTime",
+        "is not a positive duration",
+    );
+    one(
+        &od("{baseEjectionTime: 0s}"),
+        "outlierDetection.baseEjectionTime",
+        "is not a positive duration",
+    );
     let shorter = od("{baseEjectionTime: 1m, maxEjectionTime: 30s}");
-    one(&shorter, "outlierDetection.maxEjectionTime", "must not be shorter than baseEjectionTime");
-    one(&od("{maxEjectionPercent: 101}"), "outlierDetection.maxEjectionPercent", "101 is not 0-100");
+    one(
+        &shorter,
+        "outlierDetection.maxEjectionTime",
+        "must not be shorter than baseEjectionTime",
+    );
+    one(
+        &od("{maxEjectionPercent: 101}"),
+        "outlierDetection.maxEjectionPercent",
+        "101 is not 0-100",
+    );
 }
 
 #[test]
 fn retry_problems() {
     let retry = |v: &str| format!("      retry: {v}\n");
     one(&retry("{attempts: 11}"), "retry.attempts", "11 is not 0-10");
-    one(&retry("{on: [5xx, timeout]}"), "retry.on[1]", "`timeout` is not one of connect-failure");
-    one(&retry("{on: [reset, reset]}"), "retry.on[1]", "`reset` is listed twice");
-    one(&retry("{grpcStatuses: [Unavailable]}"), "retry.grpcStatuses[0]", "is not a gRPC error status");
-    one(&retry("{grpcStatuses: [OK]}"), "retry.grpcStatuses[0]", "is not a gRPC error status");
-    one(&retry("{grpcStatuses: [UNAVAILABLE, UNAVAILABLE]}"), "retry.grpcStatuses[1]", "listed twice");
-    one(&retry("{perTryTimeout: 1.5s}"), "retry.perTryTimeout", "is not a positive duration");
-    one(&retry("{backoff: {base: 1s, max: 10ms}}"), "retry.backoff.max", "must not be shorter than base");
-    one(&retry("{maxReplayBytes: -1}"), "retry.maxReplayBytes", "-1 is not 0-16777216");
+    one(
+        &retry("{on: [5xx, timeout]}"),
+        "retry.on[1]",
+        "`timeout` is not one of connect-failure",
+    );
+    one(
+        &retry("{on: [reset, reset]}"),
+        "retry.on[1]",
+        "`reset` is listed twice",
+    );
+    one(
+        &retry("{grpcStatuses: [Unavailable]}"),
+        "retry.grpcStatuses[0]",
+        "is not a gRPC error status",
+    );
+    one(
+        &retry("{grpcStatuses: [OK]}"),
+        "retry.grpcStatuses[0]",
+        "is not a gRPC error status",
+    );
+    one(
+        &retry("{grpcStatuses: [UNAVAILABLE, UNAVAILABLE]}"),
+        "retry.grpcStatuses[1]",
+        "listed twice",
+    );
+    one(
+        &retry("{perTryTimeout: 1.5s}"),
+        "retry.perTryTimeout",
+        "is not a positive duration",
+    );
+    one(
+        &retry("{backoff: {base: 1s, max: 10ms}}"),
+        "retry.backoff.max",
+        "must not be shorter than base",
+    );
+    one(
+        &retry("{maxReplayBytes: -1}"),
+        "retry.maxReplayBytes",
+        "-1 is not 0-16777216",
+    );
     let budget = "      retryBudget: {ratio: 1.5}\n";
     one(budget, "retryBudget.ratio", "1.5 is not between 0 and 1");
     let min = "      retryBudget: {minRetriesPerSecond: -1}\n";
