@@ -4,8 +4,6 @@
 //! condition and the rule shares everything else with HTTPRoute rules. GRPCRoute has no
 //! timeouts or retries of its own: the service's traffic policy applies.
 
-use std::collections::HashSet;
-
 use gateway_api::grpcroutes::{
     GrpcRoute, GrpcRouteRules, GrpcRouteRulesMatches, GrpcRouteRulesMatchesHeadersType,
     GrpcRouteRulesMatchesMethod, GrpcRouteRulesMatchesMethodType,
@@ -20,22 +18,7 @@ use crate::routing::model::{Backend, Timeouts};
 
 pub(super) fn rules(ctx: &mut Ctx<'_>, route: &GrpcRoute) -> Vec<RuleDraft> {
     let rules = route.spec.rules.as_deref().unwrap_or_default();
-    checks::limit(ctx, "spec.rules", rules.len(), 16);
-    let mut names = HashSet::new();
-    let mut out = Vec::new();
-    for (i, rule) in rules.iter().enumerate() {
-        let at = format!("spec.rules[{i}]");
-        if let Some(name) = &rule.name
-            && !names.insert(name.as_str())
-        {
-            let reason = format!("rule name `{name}` is used twice in this route");
-            ctx.problem(format!("{at}.name"), reason);
-        }
-        if let Some(draft) = rule_draft(ctx, &at, i, rule) {
-            out.push(draft);
-        }
-    }
-    out
+    super::each_rule(ctx, rules, |r| r.name.as_deref(), rule_draft)
 }
 
 fn rule_draft(

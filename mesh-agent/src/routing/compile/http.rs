@@ -3,8 +3,6 @@
 //! `spec.hostnames` is ignored, as GAMMA says for routes attached to a Service: the service
 //! the client addressed already chose the routes.
 
-use std::collections::HashSet;
-
 use gateway_api::experimental::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
     HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
@@ -30,22 +28,7 @@ pub(super) fn rules(ctx: &mut Ctx<'_>, route: &HttpRoute) -> Vec<RuleDraft> {
         ctx.problem("spec.useDefaultGateways", reason);
     }
     let rules = route.spec.rules.as_deref().unwrap_or_default();
-    checks::limit(ctx, "spec.rules", rules.len(), 16);
-    let mut names = HashSet::new();
-    let mut out = Vec::new();
-    for (i, rule) in rules.iter().enumerate() {
-        let at = format!("spec.rules[{i}]");
-        if let Some(name) = &rule.name
-            && !names.insert(name.as_str())
-        {
-            let reason = format!("rule name `{name}` is used twice in this route");
-            ctx.problem(format!("{at}.name"), reason);
-        }
-        if let Some(draft) = rule_draft(ctx, &at, i, rule) {
-            out.push(draft);
-        }
-    }
-    out
+    super::each_rule(ctx, rules, |r| r.name.as_deref(), rule_draft)
 }
 
 fn rule_draft(

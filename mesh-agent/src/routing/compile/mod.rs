@@ -267,3 +267,29 @@ fn rule_retry(service: &RetryPolicy, route: &RouteRetry) -> RetryPolicy {
 
 #[cfg(test)]
 mod tests;
+
+/// Compiles the rules of one route (HTTP or gRPC alike): at most 16, names unique within the
+/// route, each through `draft`.
+fn each_rule<R>(
+    ctx: &mut Ctx<'_>,
+    rules: &[R],
+    name: impl Fn(&R) -> Option<&str>,
+    mut draft: impl FnMut(&mut Ctx<'_>, &str, usize, &R) -> Option<RuleDraft>,
+) -> Vec<RuleDraft> {
+    checks::limit(ctx, "spec.rules", rules.len(), 16);
+    let mut names = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if let Some(name) = name(rule)
+            && !names.insert(name)
+        {
+            let reason = format!("rule name `{name}` is used twice in this route");
+            ctx.problem(format!("{at}.name"), reason);
+        }
+        if let Some(d) = draft(ctx, &at, i, rule) {
+            out.push(d);
+        }
+    }
+    out
+}
