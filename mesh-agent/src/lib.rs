@@ -3,10 +3,13 @@
 
 pub mod agent;
 pub mod balance;
+pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod datapath;
+pub mod identity;
 pub mod mounts;
+pub mod policy;
 pub mod proxy;
 pub mod resilience;
 pub mod routing;
@@ -14,3 +17,4 @@ pub mod state;
 pub mod telemetry;
 #[cfg(feature = "testbed")]
 pub mod testbed;
+pub mod tunnel;
