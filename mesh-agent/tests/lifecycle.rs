@@ -62,8 +62,8 @@ fn restart_adopts_pinned_capture_without_double_attach() -> anyhow::Result<()> {
     let mut agent = mesh.agent("a", &[])?;
     let attached_before = attached(&mesh, "client");
     assert_eq!(
-        attached_before, 4,
-        "connect4, connect6, sockops, sock_release"
+        attached_before, 5,
+        "connect4, connect6, sockops, sock_release, ingress"
     );
     assert_eq!(attached(&mesh, "outsider"), 0);
 
@@ -131,7 +131,7 @@ fn reload_enrolls_and_releases_pods_and_keeps_the_last_good_state() -> anyhow::R
     write_atomically(&mesh.config, &mesh.spec.render(&mesh.bed))?;
     assert!(eventually(Duration::from_secs(10), || attached(
         &mesh, "client"
-    ) == 4));
+    ) == 5));
     let r = mesh.connect("client", &format!("{VIP}:80"), &[])?;
     assert_eq!(count(&r, "matched"), 1, "{r}");
 

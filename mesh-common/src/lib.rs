@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned maps live under `<pin dir>/v<LAYOUT_VERSION>/`, so an
 /// agent with a different layout never reuses maps it cannot read.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Default TCP port of the node proxy's outbound listener (captured connections land here).
 pub const OUTBOUND_PORT: u16 = 15001;
@@ -34,6 +34,9 @@ pub const MAX_PODS: u32 = 4096;
 pub const MAX_INFLIGHT: u32 = 65_536;
 pub const MAX_EXCLUDED_CIDRS: u32 = 256;
 pub const MAX_EXCLUDED_PORTS: u32 = 256;
+/// Room for every address of the node's network namespace (one link-local address per pod veth
+/// included).
+pub const MAX_INBOUND_ALLOW: u32 = 4096;
 
 /// Flags in [`NodeConfig::flags`].
 pub mod node_flags {
@@ -41,6 +44,13 @@ pub mod node_flags {
     pub const READY: u32 = 1;
     /// While not ready, refuse connections (EPERM) instead of letting them through.
     pub const FAIL_CLOSED: u32 = 2;
+}
+
+/// Flags in [`PodEntry::flags`].
+pub mod pod_flags {
+    /// STRICT peer authentication: plaintext TCP connection attempts into the pod are dropped,
+    /// except from the node itself (`INBOUND_ALLOW`) and from the pod itself.
+    pub const STRICT: u32 = 1;
 }
 
 /// The single entry of the `CONFIG` array map: where to send captured connections.
@@ -63,7 +73,7 @@ pub struct NodeConfig {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PodEntry {
-    /// Reserved for per-pod datapath options; 0 today.
+    /// [`pod_flags`].
     pub flags: u32,
     pub _pad: u32,
 }
@@ -98,10 +108,15 @@ pub struct ClientKey {
     pub port: u32,
 }
 
+/// Key of the `INBOUND_ALLOW` hash map: an IPv6 address, IPv4 as `::ffff:a.b.c.d`, each word in
+/// network byte order.
+pub type AddrKey = [u32; 4];
+
 /// Key of the `EXCLUDE_CIDRS` LPM trie: an IPv6 address (IPv4 as `::ffff:a.b.c.d`, prefix + 96).
 pub type CidrKey = [u8; 16];
 
-/// Indexes of the per-CPU `COUNTERS` array: what the connect programs decided.
+/// Indexes of the per-CPU `COUNTERS` array: what the connect programs decided, and what the
+/// ingress program dropped.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
@@ -117,10 +132,13 @@ pub enum Counter {
     RejectedNotReady = 4,
     /// A map update or helper failed; the connection was passed untouched.
     Errors = 5,
+    /// A plaintext TCP SYN into a STRICT pod from neither the node nor the pod itself: dropped
+    /// (each retransmitted SYN counts again).
+    DroppedPlaintext = 6,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Captured,
         Counter::PassedNotEnrolled,
@@ -128,6 +146,7 @@ impl Counter {
         Counter::PassedNotReady,
         Counter::RejectedNotReady,
         Counter::Errors,
+        Counter::DroppedPlaintext,
     ];
 
     /// Stable label used in metrics and the CLI.
@@ -139,6 +158,7 @@ impl Counter {
             Counter::PassedNotReady => "passed_not_ready",
             Counter::RejectedNotReady => "rejected_not_ready",
             Counter::Errors => "errors",
+            Counter::DroppedPlaintext => "dropped_plaintext",
         }
     }
 }
@@ -152,7 +172,8 @@ pub mod maps {
     pub const EXCLUDE_CIDRS: &str = "EXCLUDE_CIDRS";
     pub const EXCLUDE_PORTS: &str = "EXCLUDE_PORTS";
     pub const COUNTERS: &str = "COUNTERS";
-    pub const ALL: [&str; 7] = [
+    pub const INBOUND_ALLOW: &str = "INBOUND_ALLOW";
+    pub const ALL: [&str; 8] = [
         CONFIG,
         PODS,
         ORIG_BY_COOKIE,
@@ -160,6 +181,7 @@ pub mod maps {
         EXCLUDE_CIDRS,
         EXCLUDE_PORTS,
         COUNTERS,
+        INBOUND_ALLOW,
     ];
 }
 
@@ -197,6 +219,17 @@ mod tests {
         assert_eq!(core::mem::size_of::<PodEntry>(), 8);
         assert_eq!(core::mem::size_of::<Origin>(), 40);
         assert_eq!(core::mem::size_of::<ClientKey>(), 20);
+    }
+
+    #[test]
+    fn counters_and_maps_are_listed_once_each() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{}", c.name());
+        }
+        for (i, a) in maps::ALL.iter().enumerate() {
+            assert!(!maps::ALL[i + 1..].contains(a), "{a} listed twice");
+        }
+        assert!(maps::ALL.contains(&maps::INBOUND_ALLOW));
     }
 
     #[test]

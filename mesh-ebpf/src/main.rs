@@ -2,14 +2,16 @@
 //!
 //! Pod cgroups get `connect4`/`connect6` (capture: rewrite the destination to the node proxy and
 //! record the original), `sockops` (carry the record from the socket cookie to the client tuple
-//! once the connection is established, and forget it when the socket closes) and `sock_release`
-//! (forget records of connects that never reached TCP). The proxy's cgroup gets `getsockopt`, which
-//! answers `SO_ORIGINAL_DST` and weft's own origin query from the client-tuple map. The maps and
-//! their layouts come from `mesh-common`; the agent pins them per node.
+//! once the connection is established, and forget it when the socket closes), `sock_release`
+//! (forget records of connects that never reached TCP) and `cgroup_skb/ingress` (STRICT pods:
+//! drop plaintext connection attempts from outside the node). The proxy's cgroup gets
+//! `getsockopt`, which answers `SO_ORIGINAL_DST` and weft's own origin query from the client-tuple
+//! map. The maps and their layouts come from `mesh-common`; the agent pins them per node.
 #![no_std]
 #![no_main]
 
 mod connect;
+mod inbound;
 mod maps;
 mod sockops;
 mod sockopt;

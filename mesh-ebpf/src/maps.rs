@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use mesh_common::{
-    CidrKey, ClientKey, Counter, MAX_CGROUP_DEPTH, MAX_EXCLUDED_CIDRS, MAX_EXCLUDED_PORTS,
-    MAX_INFLIGHT, MAX_PODS, NodeConfig, Origin, PodEntry,
+    AddrKey, CidrKey, ClientKey, Counter, MAX_CGROUP_DEPTH, MAX_EXCLUDED_CIDRS, MAX_EXCLUDED_PORTS,
+    MAX_INBOUND_ALLOW, MAX_INFLIGHT, MAX_PODS, NodeConfig, Origin, PodEntry,
 };
 
 /// Where captured connections go; written by the agent, one entry.
@@ -36,6 +36,11 @@ pub static EXCLUDE_CIDRS: LpmTrie<CidrKey, u8> = LpmTrie::with_max_entries(MAX_E
 #[map]
 pub static EXCLUDE_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_EXCLUDED_PORTS, 0);
 
+/// Source addresses a STRICT pod accepts plaintext connections from: every address of the
+/// node's network namespace (IPv4 as `::ffff:a.b.c.d`).
+#[map]
+pub static INBOUND_ALLOW: HashMap<AddrKey, u8> = HashMap::with_max_entries(MAX_INBOUND_ALLOW, 0);
+
 /// Per-CPU decision counters, indexed by [`Counter`]; per-CPU because the BPF target has no
 /// atomic add we could use here.
 #[map]
@@ -59,21 +64,31 @@ fn is_pod(cgroup_id: u64) -> bool {
 /// (containers run in sub-cgroups of the pod cgroup).
 #[inline(always)]
 pub fn current_pod() -> Option<u64> {
-    // SAFETY: helper without arguments; valid in every cgroup program type used here.
+    // SAFETY: helper without arguments; valid in every program type that calls this.
     let own = unsafe { bpf_get_current_cgroup_id() };
+    enrolled_ancestor(own, |level| {
+        // SAFETY: plain helper call with a scalar argument.
+        unsafe { bpf_get_current_ancestor_cgroup_id(level) }
+    })
+}
+
+/// The nearest enrolled cgroup at or above `own`, where `ancestor(level)` is the id of the
+/// ancestor at `level` (0 is the root; 0 past `own`'s level), as the kernel's
+/// `*_ancestor_cgroup_id` helpers answer.
+#[inline(always)]
+pub fn enrolled_ancestor(own: u64, ancestor: impl Fn(i32) -> u64) -> Option<u64> {
     if is_pod(own) {
         return Some(own);
     }
-    // Ancestor levels count from the root (0), so first find the task's own level (a task
-    // deeper than MAX_CGROUP_DEPTH gets the deepest levels searched), then walk up from its
-    // parent and stop at the first match. Returning at once, rather than keeping the last match
-    // of a downward walk, keeps LLVM from OR-ing the lookups' pointers together, which the
-    // verifier refuses.
+    // Ancestor levels count from the root (0), so first find the own level (a cgroup deeper
+    // than MAX_CGROUP_DEPTH gets the deepest levels searched), then walk up from its parent and
+    // stop at the first match. Returning at once, rather than keeping the last match of a
+    // downward walk, keeps LLVM from OR-ing the lookups' pointers together, which the verifier
+    // refuses.
     let mut own_level = MAX_CGROUP_DEPTH as i32 + 1;
     let mut level = 1;
     while level <= MAX_CGROUP_DEPTH as i32 {
-        // SAFETY: plain helper call with a scalar argument.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        let id = ancestor(level);
         if id == 0 || id == own {
             own_level = level;
             break;
@@ -82,10 +97,9 @@ pub fn current_pod() -> Option<u64> {
     }
     let mut level = own_level - 1;
     while level >= 1 {
-        // SAFETY: as above.
-        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-        if is_pod(ancestor) {
-            return Some(ancestor);
+        let id = ancestor(level);
+        if is_pod(id) {
+            return Some(id);
         }
         level -= 1;
     }

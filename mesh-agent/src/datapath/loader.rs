@@ -10,9 +10,9 @@ use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
-    programs::{CgroupSock, CgroupSockAddr, CgroupSockopt, SockOps},
+    programs::{CgroupSkb, CgroupSock, CgroupSockAddr, CgroupSockopt, SockOps},
 };
-use mesh_common::{CidrKey, ClientKey, NodeConfig, Origin, PodEntry, maps};
+use mesh_common::{AddrKey, CidrKey, ClientKey, NodeConfig, Origin, PodEntry, maps};
 
 use super::{pins::PinLayout, sys};
 
@@ -26,22 +26,25 @@ pub enum Prog {
     Connect6,
     SockOps,
     SockRelease,
+    Ingress,
     GetSockopt,
 }
 
 impl Prog {
     /// Attached to every pod cgroup, in this order.
-    pub const POD: [Prog; 4] = [
+    pub const POD: [Prog; 5] = [
         Prog::Connect4,
         Prog::Connect6,
         Prog::SockOps,
         Prog::SockRelease,
+        Prog::Ingress,
     ];
-    pub const ALL: [Prog; 5] = [
+    pub const ALL: [Prog; 6] = [
         Prog::Connect4,
         Prog::Connect6,
         Prog::SockOps,
         Prog::SockRelease,
+        Prog::Ingress,
         Prog::GetSockopt,
     ];
 
@@ -52,6 +55,7 @@ impl Prog {
             Prog::Connect6 => "weft_connect6",
             Prog::SockOps => "weft_sockops",
             Prog::SockRelease => "weft_sock_release",
+            Prog::Ingress => "weft_ingress",
             Prog::GetSockopt => "weft_getsockopt",
         }
     }
@@ -63,6 +67,7 @@ impl Prog {
             Prog::Connect6 => "connect6",
             Prog::SockOps => "sockops",
             Prog::SockRelease => "sock_release",
+            Prog::Ingress => "ingress",
             Prog::GetSockopt => "getsockopt",
         }
     }
@@ -73,6 +78,7 @@ impl Prog {
             Prog::Connect6 => sys::ATTACH_INET6_CONNECT,
             Prog::SockOps => sys::ATTACH_SOCK_OPS,
             Prog::SockRelease => sys::ATTACH_SOCK_RELEASE,
+            Prog::Ingress => sys::ATTACH_INET_INGRESS,
             Prog::GetSockopt => sys::ATTACH_GETSOCKOPT,
         }
     }
@@ -84,6 +90,7 @@ impl Prog {
             Prog::Connect6 => "cgroup_inet6_connect",
             Prog::SockOps => "sock_ops",
             Prog::SockRelease => "cgroup_inet_sock_release",
+            Prog::Ingress => "cgroup_inet_ingress",
             Prog::GetSockopt => "cgroup_getsockopt",
         }
     }
@@ -98,6 +105,7 @@ pub struct NodeMaps {
     pub exclude_cidrs: LpmTrie<MapData, CidrKey, u8>,
     pub exclude_ports: HashMap<MapData, u16, u8>,
     pub counters: PerCpuArray<MapData, u64>,
+    pub inbound_allow: HashMap<MapData, AddrKey, u8>,
 }
 
 /// The loaded object's programs: verified and loaded, not attached. Keeping this alive keeps
@@ -131,6 +139,7 @@ impl Loaded {
             exclude_cidrs: typed(&mut ebpf, maps::EXCLUDE_CIDRS)?,
             exclude_ports: typed(&mut ebpf, maps::EXCLUDE_PORTS)?,
             counters: typed(&mut ebpf, maps::COUNTERS)?,
+            inbound_allow: typed(&mut ebpf, maps::INBOUND_ALLOW)?,
         };
         Ok((Self { ebpf }, maps))
     }
@@ -162,6 +171,10 @@ fn load_program(ebpf: &mut Ebpf, prog: Prog) -> anyhow::Result<()> {
         }
         Prog::SockRelease => {
             let p: &mut CgroupSock = program.try_into()?;
+            p.load()?;
+        }
+        Prog::Ingress => {
+            let p: &mut CgroupSkb = program.try_into()?;
             p.load()?;
         }
         Prog::GetSockopt => {

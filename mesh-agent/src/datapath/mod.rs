@@ -1,7 +1,8 @@
 //! weft's datapath: loads the kernel programs, attaches them to pod cgroups so that their
 //! outbound TCP `connect()`s land on the node proxy, and to the proxy's cgroup so that it can ask
 //! where each connection was going (`getsockopt(SO_ORIGINAL_DST)` or the full [`Origin`]
-//! record). No iptables.
+//! record). No iptables. Pods in STRICT mode also get their plaintext connection attempts from
+//! outside the node dropped in the kernel ([`PodAttachment::strict`], [`inbound`]).
 //!
 //! Everything a node needs survives the agent: maps and pod links are pinned under
 //! `<bpffs>/weft/<node>/v<LAYOUT_VERSION>/` ([`pins`]), and the next agent adopts them instead of
@@ -10,6 +11,7 @@
 //! [`Origin`]: mesh_common::Origin
 
 mod cgroups;
+mod inbound;
 mod loader;
 mod pins;
 mod pods;
@@ -36,6 +38,8 @@ use loader::{Loaded, NodeMaps, Prog};
 use pins::PinLayout;
 use pods::Inspection;
 
+pub use inbound::local_addresses;
+
 /// How a node's datapath is set up.
 #[derive(Clone, Debug)]
 pub struct DatapathConfig {
@@ -61,6 +65,9 @@ pub struct PodAttachment {
     pub uid: String,
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
+    /// STRICT peer authentication: plaintext TCP connection attempts into the pod are dropped
+    /// unless they come from the node ([`Datapath::set_inbound_allow`]) or the pod itself.
+    pub strict: bool,
 }
 
 /// What a [`Datapath::sync`] changed, by pod uid.
@@ -130,6 +137,11 @@ impl Datapath {
         )
         .with_context(|| format!("attaching getsockopt to {}", cfg.proxy_cgroup.display()))?;
 
+        // Only now that the new programs loaded: a failed load leaves the old datapath running.
+        for dir in pins::remove_other_versions(&cfg.bpffs, &cfg.node)? {
+            info!(pins = %dir.display(), "removed the datapath of another layout version");
+        }
+
         let cgroups = CgroupRoot::open().context("opening the cgroup2 mount")?;
         let mut datapath = Datapath {
             cfg,
@@ -153,10 +165,11 @@ impl Datapath {
         Ok(datapath)
     }
 
-    /// Makes the attached set equal `pods`. New pods get the four pod programs attached and
+    /// Makes the attached set equal `pods`. New pods get the five pod programs attached and
     /// pinned, then their PODS entry; pods no longer wanted lose their PODS entry first, then
-    /// their links. Adopted pods are left as they are. Pinned links of removed cgroups are
-    /// garbage-collected.
+    /// their links. Attached and adopted pods keep their links; their PODS entry is rewritten,
+    /// which is how a change of mode (STRICT or not) takes effect. Pinned links of removed
+    /// cgroups are garbage-collected.
     pub fn sync(&mut self, pods: &[PodAttachment]) -> anyhow::Result<SyncReport> {
         let mut wanted = BTreeMap::new();
         for pod in pods {
@@ -198,8 +211,9 @@ impl Datapath {
                     report.adopted.push(uid.to_owned());
                 }
                 let cgroup_id = state.cgroup_id;
-                // An agent may have died between attaching and enrolling.
-                tables::enrol(self.maps_mut(), cgroup_id)?;
+                // Carries a change of mode; also, an agent may have died between attaching and
+                // enrolling.
+                tables::enrol(self.maps_mut(), cgroup_id, pod.strict)?;
                 continue;
             }
             let Some(cgroup) = pods::open_cgroup(&pod.cgroup, pod.cgroup_id)? else {
@@ -208,7 +222,7 @@ impl Datapath {
             };
             pods::attach(&self.loaded, &self.layout, uid, &cgroup)
                 .with_context(|| format!("attaching pod {uid} ({})", pod.cgroup.display()))?;
-            tables::enrol(self.maps_mut(), pod.cgroup_id)?;
+            tables::enrol(self.maps_mut(), pod.cgroup_id, pod.strict)?;
             self.pods.insert(
                 uid.to_owned(),
                 PodState {
@@ -223,6 +237,12 @@ impl Datapath {
         Ok(report)
     }
 
+    /// Replaces the source addresses STRICT pods accept plaintext connections from: the node's
+    /// own addresses ([`local_addresses`] in the agent's network namespace).
+    pub fn set_inbound_allow(&mut self, addrs: &[IpAddr]) -> anyhow::Result<()> {
+        inbound::replace(self.maps_mut(), addrs)
+    }
+
     /// Sets or clears READY: whether captured connections go to the proxy now.
     pub fn set_ready(&self, ready: bool) -> anyhow::Result<()> {
         tables::set_ready(&mut self.lock_maps(), ready)
@@ -233,7 +253,7 @@ impl Datapath {
         tables::counters(&self.lock_maps())
     }
 
-    /// Current number of entries of PODS, ORIG_BY_COOKIE and ORIG_BY_CLIENT.
+    /// Current number of entries of PODS, ORIG_BY_COOKIE, ORIG_BY_CLIENT and INBOUND_ALLOW.
     pub fn map_entries(&self) -> anyhow::Result<Vec<(&'static str, usize)>> {
         tables::entries(&self.lock_maps())
     }

@@ -189,6 +189,36 @@ pub fn remove_node_pins(bpffs: &Path, node: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Detaches and removes what agents of other layout versions pinned for `node`: their programs
+/// would otherwise keep running beside ours, on maps we cannot read. Returns the directories
+/// removed.
+pub fn remove_other_versions(bpffs: &Path, node: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = node_dir(bpffs, node);
+    let current = format!("v{}", mesh_common::LAYOUT_VERSION);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut removed = Vec::new();
+    let mut failures = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir && entry.file_name() != current.as_str() {
+            remove_tree(&entry.path(), false, &mut failures);
+            removed.push(entry.path());
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "could not remove the pins of other layout versions: {}",
+            failures.join("; ")
+        );
+    }
+    Ok(removed)
+}
+
 /// Links live below a `links` directory; they are detached before they are unpinned. Maps are
 /// simply unpinned (the kernel frees them with their last user).
 fn remove_tree(dir: &Path, in_links: bool, failures: &mut Vec<String>) {
@@ -248,6 +278,31 @@ mod tests {
             layout.pod_dir("abc"),
             Path::new(&format!("/sys/fs/bpf/weft/node-1/v{v}/links/abc"))
         );
+    }
+
+    #[test]
+    fn other_layout_versions_are_removed() -> anyhow::Result<()> {
+        let bpffs = std::env::temp_dir().join(format!("weft-pins-{}", std::process::id()));
+        let node = node_dir(&bpffs, "n1");
+        let current = node.join(format!("v{}", mesh_common::LAYOUT_VERSION));
+        let old = node.join("v0");
+        fs::create_dir_all(current.join("maps"))?;
+        fs::create_dir_all(old.join("links/pod-1"))?;
+        fs::create_dir_all(old.join("maps"))?;
+        // Plain files stand in for pins: opening them as BPF objects fails, unpinning works.
+        fs::write(old.join("links/pod-1/connect4"), "")?;
+        fs::write(old.join("maps/PODS"), "")?;
+
+        let removed = remove_other_versions(&bpffs, "n1");
+        let kept = current.exists();
+        fs::remove_dir_all(&bpffs)?;
+        assert_eq!(removed?, vec![old.clone()]);
+        assert!(kept, "the current version stays");
+        assert!(
+            remove_other_versions(&bpffs, "n1")?.is_empty(),
+            "no node dir"
+        );
+        Ok(())
     }
 
     #[test]

@@ -22,6 +22,7 @@ const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_LINK_DETACH: libc::c_long = 34;
 
 /// `enum bpf_attach_type` values weft uses.
+pub const ATTACH_INET_INGRESS: u32 = 0;
 pub const ATTACH_SOCK_OPS: u32 = 3;
 pub const ATTACH_INET4_CONNECT: u32 = 10;
 pub const ATTACH_INET6_CONNECT: u32 = 11;

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use aya::maps::{MapError, lpm_trie::Key};
-use mesh_common::{CidrKey, Counter, NodeConfig, PodEntry, maps, node_flags};
+use mesh_common::{CidrKey, Counter, NodeConfig, PodEntry, maps, node_flags, pod_flags};
 
 use super::loader::NodeMaps;
 
@@ -133,11 +133,18 @@ pub fn replace_exclusions(
     Ok(())
 }
 
-/// Enrols a pod cgroup (idempotent).
-pub fn enrol(maps: &mut NodeMaps, cgroup_id: u64) -> anyhow::Result<()> {
+/// Enrols a pod cgroup, or updates its mode (idempotent).
+pub fn enrol(maps: &mut NodeMaps, cgroup_id: u64, strict: bool) -> anyhow::Result<()> {
     maps.pods
-        .insert(cgroup_id, PodEntry::default(), 0)
+        .insert(cgroup_id, pod_entry(strict), 0)
         .with_context(|| format!("adding cgroup {cgroup_id} to PODS"))
+}
+
+pub fn pod_entry(strict: bool) -> PodEntry {
+    PodEntry {
+        flags: if strict { pod_flags::STRICT } else { 0 },
+        _pad: 0,
+    }
 }
 
 /// Withdraws a pod cgroup; a missing entry is fine.
@@ -198,6 +205,12 @@ pub fn entries(maps: &NodeMaps) -> anyhow::Result<Vec<(&'static str, usize)>> {
                 .keys()
                 .try_fold(0, |n, k| k.map(|_| n + 1)),
             maps::ORIG_BY_CLIENT,
+        )?,
+        count(
+            maps.inbound_allow
+                .keys()
+                .try_fold(0, |n, k| k.map(|_| n + 1)),
+            maps::INBOUND_ALLOW,
         )?,
     ])
 }

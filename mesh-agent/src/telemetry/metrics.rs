@@ -189,7 +189,9 @@ impl DatapathCollector {
             connects: IntCounterVec::new(
                 Opts::new(
                     "weft_datapath_connects_total",
-                    "connect() calls seen by the datapath, by the decision taken.",
+                    "Connection attempts decided by the datapath, by decision: pods' outbound \
+                     connect() calls, and inbound plaintext SYNs dropped for STRICT pods \
+                     (dropped_plaintext).",
                 ),
                 &["decision"],
             )?,
