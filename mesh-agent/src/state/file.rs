@@ -144,6 +144,10 @@ pub(super) struct MeshFile {
     pub services: Option<Vec<ServiceSpec>>,
     /// Gateway API HTTPRoute and GRPCRoute objects, whole (`apiVersion`, `kind`, ...).
     pub routes: Option<Vec<serde_json::Value>>,
+    /// `AuthorizationPolicy` and `PeerAuthentication` specs with their `name` and
+    /// `namespace`, read by [`super::policies`] with the policy module's own types.
+    pub authorization_policies: Option<Vec<serde_json::Value>>,
+    pub peer_authentications: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,7 @@ mod cgroups;
 mod file;
 mod model;
 pub(crate) mod names;
+mod policies;
 mod routes;
 #[cfg(test)]
 mod scratch;

@@ -12,8 +12,10 @@ use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
+use crate::policy::{AuthorizationPolicySpec, Named, PeerAuthenticationSpec, PolicyIndex};
 use crate::routing::{RouteIndex, RouteObject};
 
+mod authz;
 mod traffic;
 pub use traffic::*;
 
@@ -154,8 +156,8 @@ pub struct ServiceTarget {
 /// One immutable snapshot of the mesh.
 ///
 /// Serializes as lists shaped like the state file (`namespaces`, `nodes`, `workloads`,
-/// `services`, `routes`), with the resolved fields (`endpoints`, `cgroupId`, `enrolled`) and the
-/// traffic-policy defaults filled in.
+/// `services`, `routes`, `authorizationPolicies`, `peerAuthentications`), with the resolved
+/// fields (`endpoints`, `cgroupId`, `enrolled`) and the traffic-policy defaults filled in.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MeshState {
     #[serde(serialize_with = "map_values")]
@@ -172,6 +174,17 @@ pub struct MeshState {
     /// `routes` compiled per service port; built by the source together with `routes`.
     #[serde(skip)]
     pub(crate) route_tables: RouteIndex,
+    /// Authorization policies and peer authentications, as the source wrote them.
+    #[serde(
+        rename = "authorizationPolicies",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub authorization_policies: Vec<Named<AuthorizationPolicySpec>>,
+    #[serde(rename = "peerAuthentications", skip_serializing_if = "Vec::is_empty")]
+    pub peer_authentications: Vec<Named<PeerAuthenticationSpec>>,
+    /// Both compiled; built by the source together with them.
+    #[serde(skip)]
+    pub(crate) policies: PolicyIndex,
     /// Derived indexes, rebuilt by [`MeshState::index`].
     #[serde(skip)]
     pub(crate) by_vip: HashMap<SocketAddr, ServiceTarget>,

@@ -91,7 +91,7 @@ fn decode(
 }
 
 /// Deserializes with paths in errors, then reports the fields the type dropped.
-fn typed<T: DeserializeOwned + Serialize>(
+pub(super) fn typed<T: DeserializeOwned + Serialize>(
     at: &str,
     value: &Value,
     problems: &mut Vec<String>,
@@ -113,7 +113,7 @@ fn typed<T: DeserializeOwned + Serialize>(
     (problems.len() == before).then_some(parsed)
 }
 
-fn join(at: &str, path: &str) -> String {
+pub(super) fn join(at: &str, path: &str) -> String {
     match path.chars().next() {
         None => at.to_string(),
         Some('[') => format!("{at}{path}"),

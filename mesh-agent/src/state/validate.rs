@@ -19,7 +19,7 @@ use super::model::{
     ServicePort, Workload, WorkloadKey,
 };
 use super::names::{dns_label, dns_subdomain};
-use super::routes;
+use super::{policies, routes};
 
 /// Builds the snapshot (endpoints resolved, indexes built) or returns every problem found.
 pub(super) fn build(file: &MeshFile) -> Result<MeshState, Vec<String>> {
@@ -38,6 +38,7 @@ pub(super) fn build(file: &MeshFile) -> Result<MeshState, Vec<String>> {
     }
     let route_values = file.routes.as_deref().unwrap_or_default();
     routes::build(&mut b.state, route_values, &mut b.problems);
+    policies::build(&mut b.state, file, &mut b.problems);
     if !b.problems.is_empty() {
         return Err(b.problems);
     }

@@ -231,6 +231,8 @@ fn same_content(a: &MeshState, b: &MeshState) -> bool {
         && a.workloads == b.workloads
         && a.services == b.services
         && a.routes == b.routes
+        && a.authorization_policies == b.authorization_policies
+        && a.peer_authentications == b.peer_authentications
 }
 
 #[cfg(test)]

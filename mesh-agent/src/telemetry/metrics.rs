@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use mesh_common::Counter;
 
+use super::authz::AuthzMetrics;
 use super::http::HttpMetrics;
 use crate::state::ReloadResult;
 use prometheus::core::Collector;
@@ -77,6 +78,7 @@ pub struct Metrics {
     refused: IntCounterVec,
     reloads: IntCounterVec,
     http: HttpMetrics,
+    authz: AuthzMetrics,
 }
 
 impl Metrics {
@@ -89,8 +91,10 @@ impl Metrics {
                 Ok(vec)
             };
         let http = HttpMetrics::register(&registry)?;
+        let authz = AuthzMetrics::register(&registry)?;
         let metrics = Metrics {
             http,
+            authz,
             tcp_opened: counter_vec(
                 "weft_tcp_connections_opened_total",
                 "TCP connections opened through the node proxy.",
@@ -143,6 +147,11 @@ impl Metrics {
     /// The L7 series.
     pub fn http(&self) -> &HttpMetrics {
         &self.http
+    }
+
+    /// The authorization series.
+    pub fn authz(&self) -> &AuthzMetrics {
+        &self.authz
     }
 
     pub fn connection_opened(&self, labels: &TcpLabels) {

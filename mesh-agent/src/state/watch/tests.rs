@@ -154,3 +154,18 @@ fn a_route_change_is_a_change_of_content() {
     assert!(same_content(&with_route("/a"), &with_route("/a")));
     assert!(!same_content(&with_route("/a"), &with_route("/b")));
 }
+
+#[test]
+fn a_policy_change_is_a_change_of_content() {
+    let with = |policies: &str| {
+        let yaml = format!("namespaces: [{{name: shop}}]\n{policies}");
+        parse_str(Path::new("mesh.yaml"), &yaml).expect("loads")
+    };
+    let allow = "authorizationPolicies: [{name: p, namespace: shop, rules: [{}]}]\n";
+    let deny = "authorizationPolicies: [{name: p, namespace: shop, action: DENY, rules: [{}]}]\n";
+    let strict = "peerAuthentications: [{name: d, namespace: shop, mode: STRICT}]\n";
+    let permissive = "peerAuthentications: [{name: d, namespace: shop, mode: PERMISSIVE}]\n";
+    assert!(same_content(&with(allow), &with(allow)));
+    assert!(!same_content(&with(allow), &with(deny)));
+    assert!(!same_content(&with(strict), &with(permissive)));
+}
