@@ -1,5 +1,7 @@
 //! The `mesh-agent` command line: `run` (the node agent), `validate` (check a state file without
-//! touching the kernel) and `version`.
+//! touching the kernel), `ca` (the mesh CA, in `cli/ca.rs`) and `version`.
+
+pub mod ca;
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,8 @@ pub enum Command {
     Run(Box<AgentConfig>),
     /// Check a mesh state file and print a summary, or every problem found.
     Validate(ValidateArgs),
+    /// The mesh CA: create its root and node tokens, serve certificates, rotate the root.
+    Ca(Box<ca::CaArgs>),
     /// Print the agent's version.
     Version,
 }
@@ -95,6 +99,49 @@ mod tests {
         let json = serde_json::to_value(&cfg)?;
         assert_eq!(json["idle_timeout"], "1m30s");
         assert_eq!(json["exclude_cidrs"][0], "10.0.0.0/8");
+        Ok(())
+    }
+
+    #[test]
+    fn identity_flags_map_onto_the_ca_client() -> anyhow::Result<()> {
+        let base = ["mesh-agent", "run", "--config", "m.yaml", "--node", "n1"];
+        let Command::Run(cfg) = Cli::try_parse_from(base)?.command else {
+            anyhow::bail!("not run");
+        };
+        assert_eq!(cfg.trust_domain, "cluster.local");
+        assert!(cfg.ca_client().is_none(), "no CA address: no mTLS");
+        let with_ca = [
+            &base[..],
+            &[
+                "--trust-domain",
+                "prod.example",
+                "--ca-address",
+                "weft-ca:15012",
+            ],
+            &[
+                "--ca-bundle",
+                "/etc/weft/ca/bundle.pem",
+                "--ca-token",
+                "/etc/weft/token",
+            ],
+        ]
+        .concat();
+        let Command::Run(cfg) = Cli::try_parse_from(with_ca)?.command else {
+            anyhow::bail!("not run");
+        };
+        let ca = cfg
+            .ca_client()
+            .ok_or_else(|| anyhow::anyhow!("no CA client"))?;
+        assert_eq!(ca.address, "weft-ca:15012");
+        assert_eq!(
+            (ca.node.as_str(), ca.trust_domain.as_str()),
+            ("n1", "prod.example")
+        );
+        assert_eq!(ca.token, PathBuf::from("/etc/weft/token"));
+        let without_token = [&base[..], &["--ca-address", "x:1", "--ca-bundle", "b"]].concat();
+        assert!(Cli::try_parse_from(without_token).is_err());
+        let bad_domain = [&base[..], &["--trust-domain", "a/b"]].concat();
+        assert!(Cli::try_parse_from(bad_domain).is_err());
         Ok(())
     }
 

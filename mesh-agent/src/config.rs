@@ -30,6 +30,7 @@ pub mod defaults {
     pub const HTTP_POOL_IDLE_TIMEOUT: &str = "90s";
     pub const HTTP_MAX_MIRRORS: &str = "128";
     pub const HTTP_BODY_IDLE_TIMEOUT: &str = "30s";
+    pub const TRUST_DOMAIN: &str = "cluster.local";
     /// How long in-flight connections may run on after a shutdown signal.
     pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 }
@@ -134,9 +135,43 @@ pub struct AgentConfig {
     /// Mirrored request copies (RequestMirror) in flight at most; more are dropped.
     #[arg(long, default_value = defaults::HTTP_MAX_MIRRORS, value_parser = clap::value_parser!(u32).range(1..))]
     pub http_max_mirrors: u32,
+
+    /// Trust domain of workload identities: spiffe://<trust domain>/ns/<namespace>/sa/<account>.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = defaults::TRUST_DOMAIN, value_parser = trust_domain)]
+    pub trust_domain: String,
+
+    /// Address (host:port) of the mesh CA that signs this node's workload certificates.
+    /// Without it, node proxies do not speak mTLS to each other.
+    #[arg(long, env = "WEFT_CA_ADDRESS", requires_all = ["ca_bundle", "ca_token"])]
+    pub ca_address: Option<String>,
+
+    /// PEM roots that verify the CA's serving certificate at first contact (the CA's
+    /// `bundle.pem`).
+    #[arg(long, env = "WEFT_CA_BUNDLE", value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+
+    /// This node's bootstrap token file, from `mesh-agent ca node-token`.
+    #[arg(long, env = "WEFT_CA_TOKEN", value_name = "FILE")]
+    pub ca_token: Option<PathBuf>,
 }
 
 impl AgentConfig {
+    /// How to reach the mesh CA, when `--ca-address` is set (mTLS on); `None` means no mTLS.
+    pub fn ca_client(&self) -> Option<crate::identity::CaClientConfig> {
+        let (address, bundle, token) = (
+            self.ca_address.clone()?,
+            self.ca_bundle.clone()?,
+            self.ca_token.clone()?,
+        );
+        Some(crate::identity::CaClientConfig {
+            address,
+            bundle,
+            token,
+            node: self.node.clone(),
+            trust_domain: self.trust_domain.clone(),
+        })
+    }
+
     /// The proxy cgroup: the flag, or the cgroup v2 directory this process runs in.
     pub fn resolve_proxy_cgroup(&self) -> Result<PathBuf, ConfigProblem> {
         match &self.proxy_cgroup {
@@ -151,6 +186,11 @@ impl AgentConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// A trust domain is a DNS subdomain (lowercase), as in SPIFFE.
+pub fn trust_domain(s: &str) -> Result<String, String> {
+    crate::state::names::dns_subdomain(s).map(|()| s.to_owned())
 }
 
 /// A problem with the agent's own configuration (as opposed to the mesh state file).

@@ -34,6 +34,31 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(config) => run(*config),
+        Command::Ca(args) => ca(*args),
+    }
+}
+
+fn ca(args: cli::ca::CaArgs) -> ExitCode {
+    init_tracing(args.log_format());
+    match cli::ca::run(args) {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let usage = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<mesh_agent::ca::CaError>(),
+                    Some(
+                        mesh_agent::ca::CaError::Usage(_) | mesh_agent::ca::CaError::Exists { .. }
+                    )
+                )
+            });
+            ExitCode::from(if usage { EXIT_CONFIG } else { EXIT_FAILURE })
+        }
     }
 }
 
