@@ -22,9 +22,14 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, AgentConfig, defaults};
 use crate::datapath::{self, Datapath, DatapathConfig, PodAttachment, SyncReport};
+use crate::identity::Identities;
+use crate::policy::PeerAuthMode;
 use crate::proxy::{HttpConfig, KernelOrigin, Outbound, OutboundConfig};
 use crate::state::{self, MeshState, Workload, WorkloadKey};
-use crate::telemetry::{self, DatapathStats, Metrics, Readiness};
+use crate::telemetry::{self, ConfigDump, DatapathStats, Metrics, Readiness};
+
+mod mtls;
+use mtls::MeshInputs;
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
@@ -101,23 +106,30 @@ async fn serve(
     let metrics = Arc::new(Metrics::new()?);
     metrics.register_datapath(Arc::new(datapath.clone()))?;
     let (state_rx, watcher) = watch_state(cfg, Arc::new(initial), metrics.clone());
+    let (stop_tx, stop) = watch::channel(false);
+    let (abort_tx, abort) = watch::channel(false);
+    let http = http_config(cfg);
+    let mesh = mtls::start(MeshInputs {
+        cfg,
+        state: state_rx.clone(),
+        metrics: metrics.clone(),
+        http,
+        stop: stop.clone(),
+        abort,
+    })
+    .await?;
     let outbound = Outbound::new(
         OutboundConfig {
             connect_timeout: cfg.connect_timeout.get(),
             idle_timeout: cfg.idle_timeout.get(),
             max_connections: cfg.max_connections,
             detect_timeout: cfg.detect_timeout.get(),
-            http: HttpConfig {
-                header_read_timeout: cfg.http_header_read_timeout.get(),
-                max_header_bytes: cfg.http_max_header_bytes as usize,
-                pool_idle_timeout: cfg.http_pool_idle_timeout.get(),
-                max_mirrors: cfg.http_max_mirrors as usize,
-                body_idle_timeout: Some(cfg.http_body_idle_timeout.get()).filter(|d| !d.is_zero()),
-            },
+            http,
         },
         state_rx.clone(),
         Arc::new(KernelOrigin),
         metrics.clone(),
+        mesh.dialer.clone(),
     );
 
     datapath.set_ready(true)?;
@@ -131,7 +143,6 @@ async fn serve(
         "datapath ready"
     );
 
-    let (stop_tx, stop) = watch::channel(false);
     let accepting: Vec<JoinHandle<()>> = outbound_listeners
         .into_iter()
         .map(|l| tokio::spawn(outbound.clone().serve(l, stop.clone())))
@@ -140,6 +151,7 @@ async fn serve(
         metrics_listener,
         metrics,
         ready.clone(),
+        config_dump(cfg, state_rx.clone(), mesh.identities.clone()),
         stop.clone(),
     ));
     let resync = tokio::spawn(resync(
@@ -164,10 +176,45 @@ async fn serve(
     if cut > 0 {
         warn!(connections = cut, grace = ?defaults::DRAIN_GRACE, "closed connections still open after the grace period");
     }
+    // Inbound streams got the same grace period; what is left ends now.
+    abort_tx.send_replace(true);
+    mesh.shutdown();
     resync.abort();
     watcher.abort();
     let _ = metrics_server.await;
     Ok(())
+}
+
+fn http_config(cfg: &AgentConfig) -> HttpConfig {
+    HttpConfig {
+        header_read_timeout: cfg.http_header_read_timeout.get(),
+        max_header_bytes: cfg.http_max_header_bytes as usize,
+        pool_idle_timeout: cfg.http_pool_idle_timeout.get(),
+        max_mirrors: cfg.http_max_mirrors as usize,
+        body_idle_timeout: Some(cfg.http_body_idle_timeout.get()).filter(|d| !d.is_zero()),
+    }
+}
+
+/// `/config_dump`: the configuration as given, the current mesh state, and the certificates this
+/// node holds (public parts only: the agent has no CA key, and private keys are never dumped).
+fn config_dump(
+    cfg: &AgentConfig,
+    state: watch::Receiver<Arc<MeshState>>,
+    identities: Option<Identities>,
+) -> ConfigDump {
+    let config = serde_json::to_value(cfg).unwrap_or_default();
+    Arc::new(move || {
+        let certificates: Vec<serde_json::Value> = identities
+            .iter()
+            .flat_map(|ids| ids.ids().into_iter().filter_map(|id| ids.leaf_info(&id)))
+            .map(|info| serde_json::to_value(info).unwrap_or_default())
+            .collect();
+        serde_json::json!({
+            "config": config,
+            "state": &**state.borrow(),
+            "certificates": certificates,
+        })
+    })
 }
 
 fn datapath_config(cfg: &AgentConfig, proxy_cgroup: PathBuf) -> DatapathConfig {
@@ -252,9 +299,7 @@ fn attachments(state: &MeshState, node: &str) -> Vec<PodAttachment> {
 /// Whether the workload's peer authentication mode is STRICT (plaintext into it is dropped in
 /// the kernel).
 fn strict_mode(state: &MeshState, w: &Workload) -> bool {
-    // wired to PeerAuthentication by the policy module
-    let _ = (state, w);
-    false
+    state.peer_authentication(w) == PeerAuthMode::Strict
 }
 
 fn log_unresolved(failed: &[(WorkloadKey, String)]) {

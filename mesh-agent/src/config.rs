@@ -18,6 +18,8 @@ use serde::{Serialize, Serializer};
 pub mod defaults {
     pub const PROXY_IP: &str = "169.254.7.1";
     pub const OUTBOUND_PORT: &str = "15001";
+    pub const TUNNEL_IP: &str = "0.0.0.0";
+    pub const TUNNEL_PORT: &str = "15008";
     pub const BPFFS: &str = "/sys/fs/bpf";
     pub const CONNECT_TIMEOUT: &str = "5s";
     pub const IDLE_TIMEOUT: &str = "1h";
@@ -57,6 +59,15 @@ pub struct AgentConfig {
     /// TCP port of the outbound listener that captured connections are redirected to.
     #[arg(long, default_value = defaults::OUTBOUND_PORT)]
     pub outbound_port: u16,
+
+    /// Address the tunnel listener (mTLS from other node proxies) binds; other nodes reach it at
+    /// the node's address from the mesh state.
+    #[arg(long, default_value = defaults::TUNNEL_IP)]
+    pub tunnel_ip: IpAddr,
+
+    /// TCP port of the tunnel listener, the same on every node (HBONE's 15008).
+    #[arg(long, default_value = defaults::TUNNEL_PORT)]
+    pub tunnel_port: u16,
 
     /// Mount point of the BPF filesystem where the datapath pins its maps and links.
     #[arg(long, default_value = defaults::BPFFS)]

@@ -14,16 +14,21 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::copy::{CopyEnd, copy_bidirectional};
 use super::detect::{AppProtocol, DetectLimits, DetectReason, Detected, declared, detect};
+use super::dial::DialError;
+use super::http::Via;
 use super::http::{self, ConnInfo, HttpConn};
+use super::inbound::StreamProtocol;
 use super::io::{ClientIo, ConnStats};
 use super::outbound::Outbound;
 use crate::balance;
+use crate::identity::SpiffeId;
 use crate::state::{ServiceTarget, Workload};
 use crate::telemetry::{RefuseReason, TcpLabels};
 
 /// What the HTTP path needs to know about a connection.
 struct HttpParts<'a> {
     peer: SocketAddr,
+    via: Via,
     original_dst: SocketAddr,
     target: &'a ServiceTarget,
     source: Option<&'a Workload>,
@@ -44,6 +49,8 @@ pub enum Outcome {
     HttpError,
     /// The destination service's circuit breaker refused another connection.
     CircuitOpen,
+    /// The destination refused the stream (its authorization policy): the client was reset.
+    Denied,
 }
 
 impl Outcome {
@@ -57,6 +64,7 @@ impl Outcome {
             Outcome::Shutdown => "shutdown",
             Outcome::HttpError => "http_error",
             Outcome::CircuitOpen => "circuit_open",
+            Outcome::Denied => "denied",
         }
     }
 }
@@ -64,6 +72,8 @@ impl Outcome {
 /// What happened after routing.
 struct Finished {
     outcome: Outcome,
+    /// How the upstream was reached (`direct`, `tunnel`, `local`); empty when it was not.
+    via: &'static str,
     sent: u64,
     received: u64,
     error: String,
@@ -73,6 +83,7 @@ impl Finished {
     fn failed(outcome: Outcome, error: String) -> Self {
         Finished {
             outcome,
+            via: "",
             sent: 0,
             received: 0,
             error,
@@ -100,6 +111,7 @@ impl Outbound {
             .as_ref()
             .map_or_else(|| "unknown".to_owned(), |w| w.key.to_string());
         let labels = tcp_labels(source.as_deref(), &service);
+        let via = source.as_deref().and_then(|w| self.dialer.identity_of(w));
         let span =
             info_span!("outbound", src_workload = %src_workload, original_dst = %original_dst);
         async {
@@ -124,6 +136,7 @@ impl Outbound {
                 (AppProtocol::Http1 | AppProtocol::Http2, Some(target)) => {
                     let http = HttpParts {
                         peer,
+                        via: via.clone(),
                         original_dst,
                         target,
                         source: source.as_deref(),
@@ -135,7 +148,7 @@ impl Outbound {
                 _ => {
                     let upstream = self.route(target, original_dst);
                     let done = self
-                        .forward_tcp(client, upstream, detected.prefix, target)
+                        .forward_tcp(client, upstream, detected.prefix, target, via.as_deref())
                         .await;
                     (done, upstream, 0)
                 }
@@ -149,6 +162,7 @@ impl Outbound {
                 service = %service,
                 protocol = protocol.as_str(),
                 upstream = %upstream.map(|u| u.to_string()).unwrap_or_default(),
+                via = done.via,
                 requests,
                 outcome = done.outcome.as_str(),
                 bytes_sent = done.sent,
@@ -205,6 +219,7 @@ impl Outbound {
                 port: parts.target.port.port,
                 client_h2: detected.protocol == AppProtocol::Http2,
                 peer: parts.peer,
+                via: parts.via.clone(),
                 source_hash: parts
                     .source
                     .map(|w| balance::hash_key(w.key.to_string().as_bytes())),
@@ -214,6 +229,11 @@ impl Outbound {
         let end = http::serve(conn.clone(), io, stats.clone(), detected.protocol).await;
         let done = Finished {
             outcome: end.outcome,
+            via: if parts.via.is_some() {
+                "mesh"
+            } else {
+                "direct"
+            },
             sent: stats.sent(),
             received: stats.received(),
             error: end.error,
@@ -229,6 +249,7 @@ impl Outbound {
         upstream: Option<SocketAddr>,
         prefix: BytesMut,
         target: Option<&ServiceTarget>,
+        source: Option<&SpiffeId>,
     ) -> Finished {
         let failed = Finished::failed;
         let Some(upstream) = upstream else {
@@ -250,19 +271,25 @@ impl Outbound {
             }
             None => None,
         };
-        let connect =
-            tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(upstream));
+        let dial = self.dialer.dial(source, upstream, StreamProtocol::Tcp);
         let mut server = tokio::select! {
-            res = connect => match res {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return failed(Outcome::ConnectError, e.to_string()),
-                Err(_) => return failed(Outcome::ConnectTimeout, "connect timed out".into()),
+            res = dial => match res {
+                Ok(s) => s,
+                Err(DialError::Refused(e)) => {
+                    // The destination's policy said no: the client sees a reset, as if the
+                    // destination itself had refused the connection.
+                    let _ = client.set_zero_linger();
+                    return failed(Outcome::Denied, e);
+                }
+                Err(DialError::Timeout) => {
+                    return failed(Outcome::ConnectTimeout, "connect timed out".into());
+                }
+                Err(e) => return failed(Outcome::ConnectError, e.to_string()),
             },
             _ = self.aborted() => return failed(Outcome::Shutdown, String::new()),
         };
         // Proxied protocols are often request/response: do not let Nagle hold small writes.
         let _ = client.set_nodelay(true);
-        let _ = server.set_nodelay(true);
         if !prefix.is_empty()
             && let Err(e) = server.write_all(&prefix).await
         {
@@ -283,6 +310,7 @@ impl Outbound {
         };
         Finished {
             outcome,
+            via: server.via(),
             sent: copied.sent + prefix.len() as u64,
             received: copied.received,
             error,

@@ -119,7 +119,13 @@ async fn start_proxy(state: MeshState, origins: Arc<dyn OriginLookup>) -> anyhow
         detect_timeout: Duration::from_millis(100),
         http: crate::proxy::HttpConfig::default(),
     };
-    let outbound = Outbound::new(config, state_rx, origins, metrics.clone());
+    let outbound = Outbound::new(
+        config,
+        state_rx,
+        origins,
+        metrics.clone(),
+        crate::proxy::dial::Dialer::plain(config.connect_timeout),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop) = watch::channel(false);
@@ -232,7 +238,7 @@ async fn upstream_failures_are_reported() -> anyhow::Result<()> {
     };
     let done = proxy
         .outbound
-        .forward_tcp(client, Some(closed), Default::default(), None)
+        .forward_tcp(client, Some(closed), Default::default(), None, None)
         .await;
     assert_eq!(done.outcome, Outcome::ConnectError);
     assert!(!done.error.is_empty());
@@ -244,7 +250,7 @@ async fn upstream_failures_are_reported() -> anyhow::Result<()> {
     };
     let done = proxy
         .outbound
-        .forward_tcp(client, None, Default::default(), None)
+        .forward_tcp(client, None, Default::default(), None, None)
         .await;
     assert_eq!(done.outcome, Outcome::ConnectError);
     assert_eq!(done.error, "service has no endpoints");

@@ -11,10 +11,8 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use super::io::Activity;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const BUF_SIZE: usize = 16 * 1024;
 
@@ -43,17 +41,23 @@ pub struct Copied {
 
 /// Copies in both directions until the connection ends (see the module docs). Both streams are
 /// left open; dropping them closes what is left.
-pub async fn copy_bidirectional(
-    client: &mut TcpStream,
-    upstream: &mut TcpStream,
+pub async fn copy_bidirectional<C, U>(
+    client: &mut C,
+    upstream: &mut U,
     idle_timeout: Duration,
     abort: impl Future<Output = ()>,
-) -> Copied {
+) -> Copied
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let activity = Activity::new();
     let sent = AtomicU64::new(0);
     let received = AtomicU64::new(0);
-    let (mut client_r, mut client_w) = client.split();
-    let (mut upstream_r, mut upstream_w) = upstream.split();
+    // Halves of any stream (TCP, tunnel, in-process); their shared lock is never contended,
+    // as each half is driven by one direction only.
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
 
     let both = async {
         tokio::try_join!(
@@ -108,7 +112,7 @@ where
 mod tests {
     use super::*;
     use std::future::pending;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     /// A connected pair of real TCP sockets on loopback.
     async fn pair() -> io::Result<(TcpStream, TcpStream)> {

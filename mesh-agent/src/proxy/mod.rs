@@ -10,13 +10,17 @@
 mod connection;
 pub mod copy;
 pub mod detect;
+pub mod dial;
 pub mod http;
+pub mod inbound;
 mod io;
 pub mod lb;
 pub mod origin;
 pub mod outbound;
 
 pub use connection::Outcome;
+pub use dial::{Dialer, MeshDial};
 pub use http::HttpConfig;
+pub use inbound::{Inbound, InboundConfig, TunnelHandler};
 pub use origin::{Captured, KernelOrigin, OriginLookup};
 pub use outbound::{Outbound, OutboundConfig};

@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::warn;
 
 use super::detect::{AppProtocol, DetectReason};
+use super::dial::Dialer;
 use super::http::{HttpConfig, HttpProxy};
 use super::lb::RoundRobin;
 use super::origin::OriginLookup;
@@ -43,6 +44,8 @@ pub struct Outbound {
     pub(super) state: watch::Receiver<Arc<MeshState>>,
     pub(super) origins: Arc<dyn OriginLookup>,
     pub(super) metrics: Arc<Metrics>,
+    /// How endpoints are reached: plain TCP, a tunnel, or this node's inbound side.
+    pub(super) dialer: Arc<Dialer>,
     pub(super) lb: RoundRobin,
     /// The L7 path's shared parts: HTTP settings, upstream pools, balancers, guards.
     pub(super) http: HttpProxy,
@@ -60,6 +63,7 @@ impl Outbound {
         state: watch::Receiver<Arc<MeshState>>,
         origins: Arc<dyn OriginLookup>,
         metrics: Arc<Metrics>,
+        dialer: Arc<Dialer>,
     ) -> Arc<Self> {
         let protocols = AppProtocol::ALL.map(AppProtocol::as_str);
         let reasons = DetectReason::ALL.map(DetectReason::as_str);
@@ -70,7 +74,8 @@ impl Outbound {
             origins,
             metrics,
             lb: RoundRobin::new(),
-            http: HttpProxy::new(config.http, config.connect_timeout),
+            http: HttpProxy::new(config.http, dialer.clone()),
+            dialer,
             in_flight: Arc::new(Semaphore::new(config.max_connections as usize)),
             draining: watch::Sender::new(false),
             abort: watch::Sender::new(false),
@@ -201,6 +206,7 @@ mod tests {
             state,
             Arc::new(FixedOrigin(upstream_addr)),
             metrics.clone(),
+            Dialer::plain(config.connect_timeout),
         );
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let proxy_addr = listener.local_addr()?;

@@ -10,6 +10,7 @@ use mesh_common::Counter;
 
 use super::authz::AuthzMetrics;
 use super::http::HttpMetrics;
+use super::mesh::MeshMetrics;
 use crate::state::ReloadResult;
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
@@ -79,6 +80,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     http: HttpMetrics,
     authz: AuthzMetrics,
+    mesh: Arc<MeshMetrics>,
 }
 
 impl Metrics {
@@ -92,9 +94,11 @@ impl Metrics {
             };
         let http = HttpMetrics::register(&registry)?;
         let authz = AuthzMetrics::register(&registry)?;
+        let mesh = Arc::new(MeshMetrics::register(&registry)?);
         let metrics = Metrics {
             http,
             authz,
+            mesh,
             tcp_opened: counter_vec(
                 "weft_tcp_connections_opened_total",
                 "TCP connections opened through the node proxy.",
@@ -165,6 +169,21 @@ impl Metrics {
         self.tcp_received
             .with_label_values(&values)
             .inc_by(received);
+    }
+
+    /// The registry, for series other modules own (identity certificates...).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The tunnel server's reports go here.
+    pub fn tunnel_events(&self) -> Arc<dyn crate::tunnel::ServerEvents> {
+        self.mesh.clone()
+    }
+
+    /// An inbound stream refused at admission (`proxy::inbound`).
+    pub fn inbound_refused(&self, reason: &str) {
+        self.mesh.inbound_refused(reason);
     }
 
     pub fn refused(&self, reason: RefuseReason) {

@@ -3,10 +3,11 @@
 
 mod authz;
 mod http;
+mod mesh;
 mod metrics;
 mod server;
 
 pub use authz::AuthzMetrics;
 pub use http::{HttpMetrics, RequestRecorder};
 pub use metrics::{DatapathStats, Metrics, RefuseReason, TcpLabels};
-pub use server::{Readiness, serve};
+pub use server::{ConfigDump, Readiness, serve};

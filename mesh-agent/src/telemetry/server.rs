@@ -1,4 +1,6 @@
-//! The metrics and readiness HTTP server (HTTP/1 only): `GET /metrics` and `GET /healthz/ready`.
+//! The metrics and readiness HTTP server (HTTP/1 only): `GET /metrics`, `GET /healthz/ready`
+//! and `GET /config_dump` (the agent's configuration, mesh state and certificates, as JSON;
+//! never a private key). It listens on localhost by default.
 //!
 //! It runs next to the proxy but shares nothing with it beyond the metrics registry and the
 //! readiness flag, so a slow scraper cannot hold up proxied traffic.
@@ -37,11 +39,15 @@ impl Readiness {
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Builds the `/config_dump` document when asked.
+pub type ConfigDump = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// Serves until `stop` turns true; connections still open then are dropped.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     ready: Readiness,
+    dump: ConfigDump,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut builder = http1::Builder::new();
@@ -65,11 +71,12 @@ pub async fn serve(
         };
         let metrics = metrics.clone();
         let ready = ready.clone();
+        let dump = dump.clone();
         let builder = builder.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let response = respond(&req, &metrics, &ready);
+                let response = respond(&req, &metrics, &ready, &dump);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -83,8 +90,18 @@ pub async fn serve(
     }
 }
 
-fn respond(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<Incoming>,
+    metrics: &Metrics,
+    ready: &Readiness,
+    dump: &ConfigDump,
+) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
+        (&Method::GET, "/config_dump") => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&dump()).unwrap_or_default(),
+        ),
         (&Method::GET, "/metrics") => match metrics.encode() {
             Ok(text) => reply(
                 StatusCode::OK,
@@ -105,7 +122,7 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Res
             "text/plain",
             "not ready\n".into(),
         ),
-        (_, "/metrics" | "/healthz/ready") => reply(
+        (_, "/metrics" | "/healthz/ready" | "/config_dump") => reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "GET only\n".into(),
@@ -147,7 +164,8 @@ mod tests {
         metrics.reload(crate::state::ReloadResult::Rejected);
         let ready = Readiness::default();
         let (stop_tx, stop) = watch::channel(false);
-        let server = tokio::spawn(serve(listener, metrics, ready.clone(), stop));
+        let dump: ConfigDump = Arc::new(|| serde_json::json!({"config": {"node": "n1"}}));
+        let server = tokio::spawn(serve(listener, metrics, ready.clone(), dump, stop));
 
         assert!(
             get(addr, "/healthz/ready")
@@ -167,6 +185,8 @@ mod tests {
             "{body}"
         );
         assert!(get(addr, "/nope").await?.starts_with("HTTP/1.1 404"));
+        let dumped = get(addr, "/config_dump").await?;
+        assert!(dumped.contains(r#""node": "n1""#), "{dumped}");
 
         stop_tx.send(true)?;
         tokio::time::timeout(Duration::from_secs(5), server).await??;

@@ -19,6 +19,10 @@ pub struct MeshSpec {
     pub services: Vec<ServiceSpec>,
     /// Gateway API route objects, as YAML list items (`- apiVersion: ...`), appended under `routes:`.
     pub routes: Vec<String>,
+    /// Pod -> service account (default: the state file's default).
+    pub service_accounts: BTreeMap<String, String>,
+    /// Top-level YAML sections appended as they are (`authorizationPolicies:` ...).
+    pub sections: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -100,6 +104,18 @@ impl MeshSpec {
         self
     }
 
+    /// Runs `pod` as service account `sa` (its SPIFFE identity).
+    pub fn service_account(mut self, pod: &str, sa: &str) -> Self {
+        self.service_accounts.insert(pod.into(), sa.into());
+        self
+    }
+
+    /// Appends a top-level section, e.g. `authorizationPolicies:\n- name: ...`.
+    pub fn section(mut self, yaml: &str) -> Self {
+        self.sections.push(yaml.into());
+        self
+    }
+
     /// Renders the YAML for this bed.
     pub fn render(&self, bed: &TestBed) -> String {
         let mut y = String::from("namespaces:\n");
@@ -127,6 +143,9 @@ impl MeshSpec {
                 pod.cgroup.display(),
                 flow_map(&w.labels)
             );
+            if let Some(sa) = self.service_accounts.get(&w.pod) {
+                let _ = writeln!(y, "    serviceAccount: {sa}");
+            }
         }
         y.push_str("services:\n");
         for s in &self.services {
@@ -157,6 +176,10 @@ impl MeshSpec {
                     let _ = writeln!(y, "  {line}");
                 }
             }
+        }
+        for section in &self.sections {
+            y.push_str(section.trim_end());
+            y.push('\n');
         }
         y
     }

@@ -35,6 +35,8 @@
 //! state file describing the bed's pods.
 
 mod agent;
+mod ca;
+mod capture;
 mod cgroup;
 mod exec;
 mod iproute;
@@ -44,6 +46,8 @@ mod teardown;
 mod topology;
 
 pub use agent::{AgentProcess, METRICS_ADDR, field, http_get, message, node_pin_dir};
+pub use ca::{CA_PORT, MeshCa, TRUST_DOMAIN};
+pub use capture::Capture;
 pub use mesh::{MeshSpec, ServiceSpec, WorkloadSpec, write_atomically};
 
 use std::fs;

@@ -96,11 +96,16 @@ impl Mesh {
 
 /// Starts `weft-pod serve` in `pod` on BACKEND_PORT and waits until it listens.
 pub fn serve(bed: &TestBed, pod: &str, reply: &str) -> Result<()> {
+    serve_on(bed, pod, BACKEND_PORT, reply)
+}
+
+/// Starts `weft-pod serve` in `pod` on `port` and waits until it listens.
+pub fn serve_on(bed: &TestBed, pod: &str, port: u16, reply: &str) -> Result<()> {
     let mut cmd = weft_pod();
     cmd.args([
         "serve",
         "--listen",
-        &format!("0.0.0.0:{BACKEND_PORT}"),
+        &format!("0.0.0.0:{port}"),
         "--reply",
         reply,
     ])

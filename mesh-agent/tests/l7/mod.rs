@@ -105,7 +105,7 @@ impl L7 {
 }
 
 /// Starts `weft-pod http-serve` (HTTP 8080, gRPC 9090) in `pod` and waits until both listen.
-fn http_serve(bed: &TestBed, pod: &str) -> Result<()> {
+pub fn http_serve(bed: &TestBed, pod: &str) -> Result<()> {
     let mut cmd = weft_pod();
     cmd.args(["http-serve", "--name", pod])
         .args(["--listen", &format!("0.0.0.0:{HTTP_PORT}")])

@@ -22,6 +22,7 @@ use super::respond::{Mechanism, ResponseBody, generated};
 use super::retry::{Exchange, Exchanged};
 use super::route::route;
 use super::tunnel::PendingTunnel;
+use super::upstream::Via;
 use crate::proxy::detect::declared;
 use crate::proxy::outbound::Outbound;
 use crate::routing;
@@ -44,6 +45,8 @@ pub struct HttpConn {
     pub(super) client_addr: HeaderValue,
     /// Consistent-hash key of the calling workload.
     pub(super) source_hash: Option<u64>,
+    /// The calling workload's identity, when upstream connections go through the mesh.
+    pub(super) via: Via,
     recorder: RequestRecorder,
     /// An upgrade granted by the upstream, to be carried on once hyper lets go of the socket.
     tunnel: Mutex<Option<PendingTunnel>>,
@@ -58,6 +61,7 @@ pub struct ConnInfo {
     pub client_h2: bool,
     pub peer: SocketAddr,
     pub source_hash: Option<u64>,
+    pub via: Via,
     pub recorder: RequestRecorder,
 }
 
@@ -72,6 +76,7 @@ impl HttpConn {
             client_h2: info.client_h2,
             client_addr: super::headers::client_address_value(info.peer.ip()),
             source_hash: info.source_hash,
+            via: info.via,
             recorder: info.recorder,
             tunnel: Mutex::new(None),
             requests: AtomicU64::new(0),

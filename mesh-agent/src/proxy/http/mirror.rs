@@ -131,7 +131,7 @@ async fn send_copy(
     let started = std::time::Instant::now();
     let sending = http
         .upstreams
-        .send(pick.addr(), h2, request, guard.limits(), None);
+        .send(pick.addr(), &conn.via, h2, request, guard.limits(), None);
     match tokio::time::timeout(MIRROR_TIMEOUT, sending).await {
         Ok(Ok(response)) => {
             let outcome = match response.status().as_u16() {

@@ -12,11 +12,11 @@
 
 mod body;
 mod forward;
-mod headers;
+pub(crate) mod headers;
 mod key;
 mod mirror;
 mod policy;
-mod respond;
+pub(crate) mod respond;
 mod retry;
 mod route;
 mod server;
@@ -32,13 +32,14 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
 use crate::balance::Balancers;
+use crate::proxy::dial::Dialer;
 use crate::state::MeshState;
 use policy::ServiceGuards;
 
 pub use forward::{ConnInfo, HttpConn};
 pub use respond::Mechanism;
 pub use server::{ServeEnd, serve};
-pub use upstream::{SendError, UpstreamConfig, Upstreams};
+pub use upstream::{SendError, UpstreamConfig, Upstreams, Via};
 
 /// HTTP limits and knobs of the node proxy.
 #[derive(Clone, Copy, Debug)]
@@ -86,7 +87,7 @@ pub struct HttpProxy {
 }
 
 impl HttpProxy {
-    pub fn new(config: HttpConfig, connect_timeout: Duration) -> Self {
+    pub fn new(config: HttpConfig, dialer: Arc<Dialer>) -> Self {
         let mut server_h1 = http1::Builder::new();
         server_h1
             .timer(TokioTimer::new())
@@ -101,11 +102,13 @@ impl HttpProxy {
             .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
         HttpProxy {
             config,
-            upstreams: Upstreams::new(UpstreamConfig {
-                connect_timeout,
-                pool_idle_timeout: config.pool_idle_timeout,
-                max_header_bytes: config.max_header_bytes,
-            }),
+            upstreams: Upstreams::new(
+                UpstreamConfig {
+                    pool_idle_timeout: config.pool_idle_timeout,
+                    max_header_bytes: config.max_header_bytes,
+                },
+                dialer,
+            ),
             server_h1,
             server_h2,
             mirrors: Arc::new(Semaphore::new(config.max_mirrors)),

@@ -41,10 +41,12 @@ pub enum Mechanism {
     BadRequest,
     /// The client stopped sending its request body.
     RequestTimeout,
+    /// The destination's authorization policy refused the request.
+    Denied,
 }
 
 impl Mechanism {
-    pub const ALL: [Mechanism; 11] = [
+    pub const ALL: [Mechanism; 12] = [
         Mechanism::NoRoute,
         Mechanism::NoHealthyUpstream,
         Mechanism::Timeout,
@@ -56,6 +58,7 @@ impl Mechanism {
         Mechanism::NoBackend,
         Mechanism::BadRequest,
         Mechanism::RequestTimeout,
+        Mechanism::Denied,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -71,6 +74,7 @@ impl Mechanism {
             Mechanism::NoBackend => "no-backend",
             Mechanism::BadRequest => "bad-request",
             Mechanism::RequestTimeout => "request-timeout",
+            Mechanism::Denied => "denied",
         }
     }
 
@@ -89,6 +93,7 @@ impl Mechanism {
             Mechanism::NoBackend => StatusCode::INTERNAL_SERVER_ERROR,
             Mechanism::BadRequest => StatusCode::BAD_REQUEST,
             Mechanism::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Mechanism::Denied => StatusCode::FORBIDDEN,
         }
     }
 
@@ -104,6 +109,7 @@ impl Mechanism {
             Mechanism::NoBackend => "no backend for the matched route\n",
             Mechanism::BadRequest => "bad request\n",
             Mechanism::RequestTimeout => "request body timeout\n",
+            Mechanism::Denied => "denied by authorization policy\n",
         }
     }
 }

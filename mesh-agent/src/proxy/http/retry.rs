@@ -190,7 +190,10 @@ impl Exchange<'_> {
                 );
             };
             let h2_slot = if self.h2 {
-                match limits.connection(|| upstreams.h2_usable(pick.addr())).await {
+                match limits
+                    .connection(|| upstreams.h2_usable(&self.conn.via, pick.addr()))
+                    .await
+                {
                     Ok(slot) => slot,
                     Err(Overflow) => return (Err(Failed::Overflow), BodyCopy::None),
                 }
@@ -256,7 +259,7 @@ impl Exchange<'_> {
         h2_slot: Option<ConnectionSlot>,
     ) -> Result<Response<Incoming>, Failed> {
         let upstreams = &self.conn.outbound.http.upstreams;
-        let sending = upstreams.send(addr, self.h2, request, limits, h2_slot);
+        let sending = upstreams.send(addr, &self.conn.via, self.h2, request, limits, h2_slot);
         let sent = match per_try {
             Some(limit) => match tokio::time::timeout(limit, sending).await {
                 Ok(sent) => sent,

@@ -23,12 +23,13 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
 use super::body::{BodyError, UpstreamBody};
 use super::slots::{ConnectionSlot, ServiceLimits};
+use crate::identity::SpiffeId;
+use crate::proxy::dial::{DialError, Dialer, UpstreamIo};
+use crate::proxy::inbound::StreamProtocol;
 
 /// Idle HTTP/2 connections are probed this often, so a vanished endpoint is noticed.
 const H2_KEEPALIVE: Duration = Duration::from_secs(20);
@@ -37,7 +38,6 @@ const H2_SWEEP_AT: usize = 64;
 
 #[derive(Clone, Copy, Debug)]
 pub struct UpstreamConfig {
-    pub connect_timeout: Duration,
     /// How long an idle pooled HTTP/1.1 connection is kept.
     pub pool_idle_timeout: Duration,
     pub max_header_bytes: usize,
@@ -64,43 +64,65 @@ impl std::fmt::Display for SendError {
     }
 }
 
+/// The calling workload's identity, when connections go through the mesh as it; `None`: plain.
+pub type Via = Option<Arc<SpiffeId>>;
+
+type H1Client = Client<MeshConnector, UpstreamBody>;
+
 /// Clients for every upstream endpoint.
 pub struct Upstreams {
-    h1: Client<HttpConnector, UpstreamBody>,
+    dialer: Arc<Dialer>,
+    h1_builder: hyper_util::client::legacy::Builder,
+    /// One pooling client per calling identity: a pooled connection through a tunnel carries
+    /// the identity it was opened with, so identities never share one.
+    h1: Mutex<HashMap<Via, H1Client>>,
     h2: H2Pool,
 }
 
 impl Upstreams {
-    pub fn new(config: UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let h1 = Client::builder(TokioExecutor::new())
+    pub fn new(config: UpstreamConfig, dialer: Arc<Dialer>) -> Self {
+        let mut h1_builder = Client::builder(TokioExecutor::new());
+        h1_builder
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
-            .http1_max_buf_size(config.max_header_bytes.max(8192))
-            .build(connector);
+            .http1_max_buf_size(config.max_header_bytes.max(8192));
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .keep_alive_interval(H2_KEEPALIVE)
             .keep_alive_while_idle(true)
             .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
         Upstreams {
-            h1,
+            dialer: dialer.clone(),
+            h1_builder,
+            h1: Mutex::new(HashMap::new()),
             h2: H2Pool {
                 builder: h2,
-                connect_timeout: config.connect_timeout,
+                dialer,
                 conns: Mutex::new(HashMap::new()),
             },
         }
     }
 
+    fn h1_client(&self, via: &Via) -> H1Client {
+        let mut clients = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = clients.get(via) {
+            return client.clone();
+        }
+        let connector = MeshConnector {
+            dialer: self.dialer.clone(),
+            via: via.clone(),
+        };
+        let client = self.h1_builder.build(connector);
+        clients.insert(via.clone(), client.clone());
+        client
+    }
+
     /// Whether a request over h2c to `addr` would share a connection (open or being made)
     /// rather than need a new one.
-    pub fn h2_usable(&self, addr: SocketAddr) -> bool {
+    pub fn h2_usable(&self, via: &Via, addr: SocketAddr) -> bool {
         let conns = self.h2.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        match conns.get(&addr) {
+        match conns.get(&(via.clone(), addr)) {
             Some(Slot::Ready(s)) => !s.is_closed(),
             Some(Slot::Connecting(_)) => true,
             None => false,
@@ -114,6 +136,7 @@ impl Upstreams {
     pub async fn send(
         &self,
         addr: SocketAddr,
+        via: &Via,
         h2: bool,
         mut request: Request<UpstreamBody>,
         limits: &Arc<ServiceLimits>,
@@ -121,7 +144,7 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, SendError> {
         if h2 {
             *request.version_mut() = Version::HTTP_2;
-            let mut sender = self.h2.sender(addr, limits, slot).await?;
+            let mut sender = self.h2.sender(via, addr, limits, slot).await?;
             sender
                 .ready()
                 .await
@@ -135,7 +158,7 @@ impl Upstreams {
         // The pool is keyed by the URI's authority: address the endpoint. The legacy client
         // sends the origin form, and `Host` (set by the caller) keeps the original authority.
         *request.uri_mut() = endpoint_uri(request.uri(), addr)?;
-        self.h1.request(request).await.map_err(|e| {
+        self.h1_client(via).request(request).await.map_err(|e| {
             if e.is_connect() {
                 SendError::Connect(chain(&e))
             } else if BodyError::is_stall(&e) {
@@ -183,24 +206,26 @@ enum Slot {
     Connecting(Connecting),
 }
 
-/// One h2c connection per endpoint.
+/// One HTTP/2 connection per endpoint and calling identity.
 struct H2Pool {
     builder: http2::Builder<TokioExecutor>,
-    connect_timeout: Duration,
-    conns: Mutex<HashMap<SocketAddr, Slot>>,
+    dialer: Arc<Dialer>,
+    conns: Mutex<HashMap<(Via, SocketAddr), Slot>>,
 }
 
 impl H2Pool {
     /// The connection to `addr`, shared, or made holding `slot` (or a slot free in `limits`).
     async fn sender(
         &self,
+        via: &Via,
         addr: SocketAddr,
         limits: &Arc<ServiceLimits>,
         slot: Option<ConnectionSlot>,
     ) -> Result<Sender, SendError> {
+        let key = (via.clone(), addr);
         let connecting = {
             let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-            match conns.get(&addr) {
+            match conns.get(&key) {
                 Some(Slot::Ready(s)) if !s.is_closed() => return Ok(s.clone()),
                 Some(Slot::Connecting(c)) => c.clone(),
                 _ => {
@@ -217,22 +242,23 @@ impl H2Pool {
                             Slot::Connecting(_) => true,
                         });
                     }
-                    let c = connect_h2(self.builder.clone(), addr, self.connect_timeout, slot)
+                    let dialer = self.dialer.clone();
+                    let c = connect_h2(self.builder.clone(), dialer, via.clone(), addr, slot)
                         .boxed()
                         .shared();
-                    conns.insert(addr, Slot::Connecting(c.clone()));
+                    conns.insert(key.clone(), Slot::Connecting(c.clone()));
                     c
                 }
             }
         };
         let result = connecting.clone().await;
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(Slot::Connecting(c)) = conns.get(&addr)
+        if let Some(Slot::Connecting(c)) = conns.get(&key)
             && c.ptr_eq(&connecting)
         {
             match &result {
-                Ok(sender) => conns.insert(addr, Slot::Ready(sender.clone())),
-                Err(_) => conns.remove(&addr),
+                Ok(sender) => conns.insert(key, Slot::Ready(sender.clone())),
+                Err(_) => conns.remove(&key),
             };
         }
         result
@@ -242,16 +268,15 @@ impl H2Pool {
 /// Connects to `addr`; the connection keeps `slot` until it ends (a failed connect frees it).
 async fn connect_h2(
     builder: http2::Builder<TokioExecutor>,
+    dialer: Arc<Dialer>,
+    via: Via,
     addr: SocketAddr,
-    timeout: Duration,
     slot: ConnectionSlot,
 ) -> Result<Sender, SendError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(SendError::Connect(format!("{addr}: {e}"))),
-        Err(_) => return Err(SendError::Connect(format!("{addr}: connect timed out"))),
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = dialer
+        .dial(via.as_deref(), addr, StreamProtocol::Http2)
+        .await
+        .map_err(|e| SendError::Connect(format!("{addr}: {e}")))?;
     let (sender, conn) = builder
         .handshake(TokioIo::new(stream))
         .await
@@ -263,4 +288,40 @@ async fn connect_h2(
         drop(slot);
     });
     Ok(sender)
+}
+
+/// hyper-util's connector for HTTP/1.1 pools: dials the endpoint named by the URI's authority
+/// (see [`endpoint_uri`]) as the pool's calling identity.
+#[derive(Clone)]
+pub struct MeshConnector {
+    dialer: Arc<Dialer>,
+    via: Via,
+}
+
+impl tower_service::Service<Uri> for MeshConnector {
+    type Response = TokioIo<UpstreamIo>;
+    type Error = DialError;
+    type Future = BoxFuture<'static, Result<TokioIo<UpstreamIo>, DialError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), DialError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let dialer = self.dialer.clone();
+        let via = self.via.clone();
+        Box::pin(async move {
+            let addr: SocketAddr = uri
+                .authority()
+                .and_then(|a| a.as_str().parse().ok())
+                .ok_or_else(|| DialError::Connect(format!("{uri}: not an endpoint address")))?;
+            let stream = dialer
+                .dial(via.as_deref(), addr, StreamProtocol::Http1)
+                .await?;
+            Ok(TokioIo::new(stream))
+        })
+    }
 }

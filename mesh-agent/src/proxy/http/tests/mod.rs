@@ -167,7 +167,13 @@ impl Proxy {
             http,
         };
         let origin = Arc::new(FixedOrigin(VIP.parse()?));
-        let outbound = Outbound::new(config, state_rx, origin, metrics.clone());
+        let outbound = Outbound::new(
+            config,
+            state_rx,
+            origin,
+            metrics.clone(),
+            crate::proxy::dial::Dialer::plain(config.connect_timeout),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop) = watch::channel(false);

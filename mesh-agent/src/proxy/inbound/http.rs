@@ -1,0 +1,197 @@
+//! HTTP streams to a pod: each request is authorized with its method, path and headers, gets
+//! the caller's verified identity in `x-forwarded-client-cert` (whatever the caller sent under
+//! that name is replaced, so the application can trust it), and goes to the pod over one
+//! plaintext connection per stream. The calling proxy pools its streams, so connections to the
+//! pod are reused the same way.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1 as client1, http2 as client2};
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Mutex;
+use tracing::debug;
+
+use super::{Admitted, Inbound, StreamProtocol};
+use crate::policy::{self, Layer};
+use crate::proxy::copy::copy_bidirectional;
+use crate::proxy::http::headers::wants_upgrade;
+use crate::proxy::http::respond::{Mechanism, ResponseBody, generated};
+
+/// The header carrying the caller's identity to the application (Envoy's name and format).
+pub const XFCC: &str = "x-forwarded-client-cert";
+
+enum PodSender {
+    /// HTTP/1.1 is one request at a time; the server side is too, so the lock never waits.
+    H1(Mutex<client1::SendRequest<Incoming>>),
+    H2(client2::SendRequest<Incoming>),
+}
+
+/// What the requests of one stream share.
+struct Stream {
+    inbound: Arc<Inbound>,
+    admitted: Arc<Admitted>,
+    xfcc: HeaderValue,
+    pod: PodSender,
+}
+
+impl Inbound {
+    pub(super) async fn serve_http<S>(self: Arc<Self>, stream: S, admitted: Arc<Admitted>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let pod = match self.connect_pod(&admitted).await {
+            Ok(pod) => TokioIo::new(pod),
+            Err(e) => return self.log_stream(&admitted, &e, 0, 0),
+        };
+        let h2 = admitted.protocol == StreamProtocol::Http2;
+        let pod = match handshake(pod, h2).await {
+            Ok(pod) => pod,
+            Err(e) => return self.log_stream(&admitted, &format!("pod_handshake: {e}"), 0, 0),
+        };
+        let xfcc = format!("By={};URI={}", admitted.dst_id, admitted.source);
+        let shared = Arc::new(Stream {
+            inbound: self.clone(),
+            admitted: admitted.clone(),
+            xfcc: HeaderValue::try_from(xfcc).unwrap_or(HeaderValue::from_static("")),
+            pod,
+        });
+        let service = service_fn(move |request| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(shared.request(request).await) }
+        });
+        let io = TokioIo::new(stream);
+        let http = self.config.http;
+        let served = if h2 {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX));
+            let conn = builder.serve_connection(io, service);
+            tokio::select! {
+                r = conn => r.map_err(|e| e.to_string()),
+                _ = self.aborted() => Err("shutdown".into()),
+            }
+        } else {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(http.header_read_timeout)
+                .max_buf_size(http.max_header_bytes.max(8192))
+                .keep_alive(true);
+            let conn = builder.serve_connection(io, service).with_upgrades();
+            tokio::select! {
+                r = conn => r.map_err(|e| e.to_string()),
+                _ = self.aborted() => Err("shutdown".into()),
+            }
+        };
+        let outcome = served.err().unwrap_or_else(|| "ok".into());
+        self.log_stream(&admitted, &outcome, 0, 0);
+    }
+}
+
+/// An HTTP client connection to the pod, driven by its own task.
+async fn handshake(pod: TokioIo<tokio::net::TcpStream>, h2: bool) -> hyper::Result<PodSender> {
+    if h2 {
+        let (sender, conn) = client2::handshake(TokioExecutor::new(), pod).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "inbound pod connection ended");
+            }
+        });
+        return Ok(PodSender::H2(sender));
+    }
+    let (sender, conn) = client1::handshake(pod).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            debug!(error = %e, "inbound pod connection ended");
+        }
+    });
+    Ok(PodSender::H1(Mutex::new(sender)))
+}
+
+impl Stream {
+    async fn request(&self, mut request: Request<Incoming>) -> Response<ResponseBody> {
+        if !self.authorize(&request) {
+            return generated(Mechanism::Denied);
+        }
+        request.headers_mut().insert(XFCC, self.xfcc.clone());
+        let upgrading = matches!(self.pod, PodSender::H1(_)) && wants_upgrade(request.headers());
+        let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut request));
+        let sent = match &self.pod {
+            PodSender::H1(sender) => {
+                let mut sender = sender.lock().await;
+                match sender.ready().await {
+                    Ok(()) => sender.send_request(request).await,
+                    Err(e) => Err(e),
+                }
+            }
+            PodSender::H2(sender) => sender.clone().send_request(request).await,
+        };
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(e) => {
+                debug!(error = %e, dst = %self.admitted.addr, "pod request failed");
+                return generated(Mechanism::UpstreamReset);
+            }
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            match client_upgrade {
+                Some(client) => relay_upgrade(self, client, hyper::upgrade::on(&mut response)),
+                None => return generated(Mechanism::UpstreamReset),
+            }
+        }
+        response.map(|body| ResponseBody::upstream(body, None, None))
+    }
+
+    fn authorize(&self, request: &Request<Incoming>) -> bool {
+        let state = self.inbound.state.borrow().clone();
+        let attrs = policy::Request {
+            source: policy::Source {
+                id: Some(&self.admitted.source),
+            },
+            port: self.admitted.addr.port(),
+            http: Some(policy::HttpAttrs {
+                method: request.method(),
+                path: request.uri().path(),
+                headers: request.headers(),
+            }),
+        };
+        let decision = state.authorize(&self.admitted.dst, &attrs);
+        self.inbound.metrics.authz().decision(&decision, Layer::L7);
+        if !decision.allow {
+            debug!(
+                source = %self.admitted.source,
+                dst_workload = %self.admitted.dst.key,
+                method = %request.method(),
+                path = request.uri().path(),
+                policy = %decision.policy,
+                "request denied"
+            );
+        }
+        decision.allow
+    }
+}
+
+/// Carries an upgraded connection (WebSocket...) as bytes once both sides let go of HTTP.
+fn relay_upgrade(
+    stream: &Stream,
+    client: hyper::upgrade::OnUpgrade,
+    pod: hyper::upgrade::OnUpgrade,
+) {
+    let inbound = stream.inbound.clone();
+    tokio::spawn(async move {
+        let (Ok(client), Ok(pod)) = tokio::join!(client, pod) else {
+            return;
+        };
+        let (mut client, mut pod) = (TokioIo::new(client), TokioIo::new(pod));
+        let idle = inbound.config.idle_timeout;
+        copy_bidirectional(&mut client, &mut pod, idle, inbound.aborted()).await;
+    });
+}
