@@ -44,10 +44,14 @@ pub struct ValidateArgs {
 pub fn validate(path: &Path) -> Result<String, ConfigError> {
     let state = state::load_file(path)?;
     Ok(format!(
-        "ok: {} namespaces, {} workloads, {} services",
+        "ok: {} namespaces, {} workloads, {} services, {} routes, {} authorization policies, \
+         {} peer authentications",
         state.namespaces.len(),
         state.workloads.len(),
-        state.services.len()
+        state.services.len(),
+        state.routes.len(),
+        state.authorization_policies.len(),
+        state.peer_authentications.len()
     ))
 }
 

@@ -274,3 +274,97 @@ fn root_of(_mesh: &Secure, dump: &serde_json::Value) -> Result<String> {
         .map(str::to_owned)
         .ok_or_else(|| anyhow::anyhow!("no certificate for {WEB_ID}: {dump}"))
 }
+
+#[test]
+fn bad_clients_of_the_tunnel_port_leave_good_tunnels_alone() -> Result<()> {
+    let mesh = secure::start("tlsjunk", &[], &[])?;
+    let path = format!("/api/{}", mesh.token);
+    let port = std::net::SocketAddr::from((mesh.bed.node("b").ip, 15008));
+    let sni = "api.shop.id.weft";
+    let dir = mesh.ca.dir.clone();
+    let rejected = |reason: &str| {
+        mesh.metric(
+            1,
+            "weft_tunnel_rejected_connections_total",
+            &[("reason", reason)],
+        )
+    };
+    let (load, verdicts) = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            mesh.load(
+                "web",
+                &path,
+                &["--count", "300", "--concurrency", "2", "--rate", "100"],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        // From a pod outside the mesh (not captured), straight to node b's tunnel port.
+        let verdicts = mesh.bed.in_netns("outsider", || -> Result<[bool; 4]> {
+            Ok([
+                junk::garbage(port)?,
+                junk::tls_refused(port, sni, junk::unknown_ca(WEB_ID)?)?,
+                junk::tls_refused(port, sni, junk::from_mesh_root(&dir, WEB_ID, (2020, 2021))?)?,
+                // Control: a valid certificate from the mesh root gets through TLS.
+                !junk::tls_refused(port, sni, junk::from_mesh_root(&dir, WEB_ID, (2024, 2099))?)?,
+            ])
+        });
+        (load.join().expect("load thread"), verdicts)
+    });
+    let [garbage, unknown_ca, expired, valid] = verdicts??;
+    assert!(garbage, "garbage was answered");
+    assert!(unknown_ca, "a certificate from an unknown CA was accepted");
+    assert!(expired, "an expired certificate was accepted");
+    assert!(valid, "the valid control certificate was refused");
+    let load = load?;
+    assert_eq!(load["ok"], 300, "{load}");
+    assert!(rejected("tls") >= 1.0);
+    assert!(rejected("peer_certificate") >= 2.0);
+    Ok(())
+}
+
+#[test]
+fn the_ca_signs_only_a_nodes_own_pods_for_valid_credentials() -> Result<()> {
+    let mut mesh = secure::prepare("tlsca", &[], &[])?;
+    let node_b = mesh.bed.node("b").name.clone();
+    // Node a's agent presenting node b's credential: it may get shop/api (api-b runs on b) but
+    // not frontend/web, which only runs on a.
+    let mut flags = mesh.ca.agent_flags(&mesh.bed.node("a").name);
+    let token_at = flags.iter().position(|f| f == "--ca-token").expect("flag") + 1;
+    flags[token_at] = mesh
+        .ca
+        .dir
+        .join("nodes")
+        .join(format!("{node_b}.token"))
+        .display()
+        .to_string();
+    let agent = mesh.start_agent("a", &flags)?;
+    let refused = agent.wait_for_log(Duration::from_secs(20), |e| {
+        message(e) == "identity request refused" && field(e, "id").as_deref() == Some(WEB_ID)
+    })?;
+    assert_eq!(
+        field(&refused, "status").as_deref(),
+        Some("403"),
+        "{refused}"
+    );
+    agent.terminate(Duration::from_secs(10))?;
+
+    // A credential the CA never issued.
+    let bogus = mesh.bed.work_dir().join("bogus.token");
+    std::fs::write(&bogus, "00".repeat(32))?;
+    flags[token_at] = bogus.display().to_string();
+    let agent = mesh.start_agent("a", &flags)?;
+    let refused = agent.wait_for_log(Duration::from_secs(20), |e| {
+        message(e) == "identity request refused"
+    })?;
+    assert_eq!(
+        field(&refused, "status").as_deref(),
+        Some("401"),
+        "{refused}"
+    );
+    let ca_log = mesh.ca.log_text();
+    assert!(
+        ca_log.contains("not_on_node") && ca_log.contains("unknown_token"),
+        "{ca_log}"
+    );
+    Ok(())
+}

@@ -5,7 +5,7 @@
 //! decides anything (datapath sync, proxy, CLI) only reads it. A snapshot is immutable: a change
 //! produces a new snapshot that is published whole, so readers never see half an update.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -194,6 +194,13 @@ pub struct MeshState {
     pub(crate) by_cgroup: HashMap<u64, Arc<Workload>>,
     #[serde(skip)]
     pub(crate) by_ip: HashMap<IpAddr, Arc<Workload>>,
+    /// Node name by node address: which node a tunnel connection comes from.
+    #[serde(skip)]
+    pub(crate) node_by_ip: HashMap<IpAddr, String>,
+    /// `(node, namespace, service account)` of every enrolled workload: the identities each
+    /// node may present.
+    #[serde(skip)]
+    pub(crate) identities_on: HashSet<(String, String, String)>,
 }
 
 impl MeshState {
@@ -208,6 +215,24 @@ impl MeshState {
             .workloads
             .values()
             .flat_map(|w| w.ips.iter().map(move |ip| (*ip, w.clone())))
+            .collect();
+        self.node_by_ip = self
+            .nodes
+            .values()
+            .flat_map(|n| {
+                n.addresses
+                    .iter()
+                    .map(|ip| (ip.to_canonical(), n.name.clone()))
+            })
+            .collect();
+        self.identities_on = self
+            .workloads
+            .values()
+            .filter(|w| w.enrolled)
+            .map(|w| {
+                let (ns, sa) = (w.key.namespace.clone(), w.service_account.clone());
+                (w.node.clone(), ns, sa)
+            })
             .collect();
         self.by_vip = HashMap::new();
         self.by_service_port = HashMap::new();
@@ -262,6 +287,22 @@ impl MeshState {
     /// The workload that owns this IP address, if any.
     pub fn workload_by_ip(&self, ip: IpAddr) -> Option<&Arc<Workload>> {
         self.by_ip.get(&ip.to_canonical())
+    }
+
+    /// The node that has address `ip`.
+    pub fn node_at(&self, ip: IpAddr) -> Option<&str> {
+        self.node_by_ip.get(&ip.to_canonical()).map(String::as_str)
+    }
+
+    /// Whether an enrolled workload running as `namespace`/`service_account` is scheduled on
+    /// `node`: a node proxy may hold (and present) only such identities.
+    pub fn hosts_identity(&self, node: &str, namespace: &str, service_account: &str) -> bool {
+        // Three owned strings per lookup keep the set simple; this runs once per stream.
+        self.identities_on.contains(&(
+            node.to_owned(),
+            namespace.to_owned(),
+            service_account.to_owned(),
+        ))
     }
 
     /// Enrolled workloads scheduled on `node`: what that node's datapath must capture.

@@ -10,6 +10,8 @@
 
 #![allow(dead_code)] // each test uses a different part of the fixture
 
+pub mod junk;
+
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -39,7 +41,19 @@ pub struct Secure {
 }
 
 /// The topology with `sections` (policies...) in the state file; `ca_flags` go to `ca serve`.
+/// Agents on a and b hold their identities when this returns.
 pub fn start(label: &str, sections: &[&str], ca_flags: &[&str]) -> Result<Secure> {
+    let mut secure = prepare(label, sections, ca_flags)?;
+    for node in ["a", "b"] {
+        let flags = secure.ca.agent_flags(&secure.bed.node(node).name);
+        secure.start_agent(node, &flags)?;
+    }
+    secure.wait_for_identities()?;
+    Ok(secure)
+}
+
+/// The topology and the CA, without agents.
+pub fn prepare(label: &str, sections: &[&str], ca_flags: &[&str]) -> Result<Secure> {
     let mut bed = TestBed::new(label)?;
     for node in ["a", "b", "ca"] {
         bed.add_node(node)?;
@@ -78,23 +92,13 @@ pub fn start(label: &str, sections: &[&str], ca_flags: &[&str]) -> Result<Secure
     }
     let config = spec.write(&bed, "mesh.yaml")?;
     let ca = MeshCa::start(&bed, "ca", &bin_dir(), &config, ca_flags)?;
-    let mut agents = Vec::new();
-    for node in ["a", "b"] {
-        let flags = ca.agent_flags(&bed.node(node).name);
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let mut agent = AgentProcess::start(&bed, node, &bin_dir(), &config, &flags)?;
-        agent.wait_ready(READY_TIMEOUT)?;
-        agents.push(agent);
-    }
-    let mut secure = Secure {
+    Ok(Secure {
         bed,
         spec,
         ca,
-        agents,
+        agents: Vec::new(),
         token,
-    };
-    secure.wait_for_identities()?;
-    Ok(secure)
+    })
 }
 
 fn service(
@@ -118,6 +122,16 @@ fn service(
 }
 
 impl Secure {
+    /// Starts an agent on `node` with these flags and waits until its datapath is ready.
+    pub fn start_agent(&mut self, node: &str, flags: &[String]) -> Result<&mut AgentProcess> {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let config = self.bed.work_dir().join("mesh.yaml");
+        let mut agent = AgentProcess::start(&self.bed, node, &bin_dir(), &config, &flags)?;
+        agent.wait_ready(READY_TIMEOUT)?;
+        self.agents.push(agent);
+        Ok(self.agents.last_mut().expect("just pushed"))
+    }
+
     /// Waits until both agents hold the identities of their pods.
     fn wait_for_identities(&mut self) -> Result<()> {
         let wanted = [

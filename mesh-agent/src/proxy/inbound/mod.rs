@@ -154,9 +154,14 @@ impl Inbound {
             .clone();
         let calling_node = match peer {
             None => self.node.clone(),
-            Some(ip) => node_of(&state, ip).ok_or(Refusal::UnknownNode(ip))?,
+            Some(ip) => state
+                .node_at(ip)
+                .ok_or(Refusal::UnknownNode(ip))?
+                .to_owned(),
         };
-        if source.trust_domain() != self.trust_domain || !runs_on(&state, source, &calling_node) {
+        let hosted =
+            state.hosts_identity(&calling_node, source.namespace(), source.service_account());
+        if source.trust_domain() != self.trust_domain || !hosted {
             return Err(Refusal::WrongPeer {
                 id: source.to_string(),
                 node: calling_node,
@@ -247,23 +252,5 @@ impl Inbound {
     }
 }
 
-/// The node whose address `ip` is.
-fn node_of(state: &MeshState, ip: IpAddr) -> Option<String> {
-    let ip = ip.to_canonical();
-    state
-        .nodes
-        .values()
-        .find(|n| n.addresses.iter().any(|a| a.to_canonical() == ip))
-        .map(|n| n.name.clone())
-}
-
-/// Whether an enrolled workload with identity `id` is scheduled on `node`: a node proxy holds
-/// (and may present) only the identities of its own pods.
-fn runs_on(state: &MeshState, id: &SpiffeId, node: &str) -> bool {
-    state.workloads.values().any(|w| {
-        w.enrolled
-            && w.node == node
-            && w.key.namespace == id.namespace()
-            && w.service_account == id.service_account()
-    })
-}
+#[cfg(test)]
+mod tests;
