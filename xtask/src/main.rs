@@ -4,6 +4,7 @@
 //! - `setup`: installs what the build and the tests need (idempotent, prints every step).
 //! - `test`:  setup, then every test: unit tests and the root-only network-namespace suites.
 //! - `demo`:  setup, then a two-node mesh in network namespaces with real eBPF capture.
+//! - `bench`: the path benchmark (weft against the direct path) or, with `--micro`, criterion.
 
 mod setup;
 
@@ -33,11 +34,15 @@ enum Task {
     Demo,
     /// Formatting and clippy (-D warnings), the kernel crate with the BPF nightly.
     Lint,
-    /// Benchmarks: the criterion micro-benchmarks (route matching, load-balancer choice).
+    /// Benchmarks: the request path through weft against the direct path (netns, release
+    /// build), or with --micro the criterion micro-benchmarks.
     Bench {
-        /// Only the micro-benchmarks.
+        /// The criterion micro-benchmarks (route matching, balancing, policy) instead.
         #[arg(long)]
         micro: bool,
+        /// Short phases (a few seconds each): checks every path still runs.
+        #[arg(long)]
+        quick: bool,
         /// Extra arguments for criterion (e.g. a benchmark name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -50,7 +55,10 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Demo => demo(),
         Task::Lint => lint(),
-        Task::Bench { micro: _, args } => bench(&args),
+        Task::Bench {
+            micro: true, args, ..
+        } => micro_bench(&args),
+        Task::Bench { quick, .. } => path_bench(quick),
     }
 }
 
@@ -88,7 +96,35 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
-fn bench(args: &[String]) -> Result<()> {
+fn path_bench(quick: bool) -> Result<()> {
+    setup::run()?;
+    require_root("the benchmark creates network namespaces, cgroups and BPF programs")?;
+    step("building the agent and the benchmark (release)");
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "mesh-agent",
+        "--bins",
+        "--example",
+        "bench",
+    ])?;
+    step("running the path benchmark");
+    let mut cmd = Command::new("target/release/examples/bench");
+    cmd.env("WEFT_BIN_DIR", "target/release");
+    if quick {
+        cmd.arg("--quick");
+    }
+    let status = cmd
+        .status()
+        .context("starting target/release/examples/bench")?;
+    if !status.success() {
+        bail!("benchmark failed ({status})");
+    }
+    Ok(())
+}
+
+fn micro_bench(args: &[String]) -> Result<()> {
     setup::run()?;
     step("criterion micro-benchmarks (mesh-agent/benches/)");
     let mut bench_args = vec!["bench", "-p", "mesh-agent", "--benches", "--"];

@@ -118,6 +118,11 @@ impl AgentProcess {
             .and_then(|v| v.parse().ok())
     }
 
+    /// The agent's process id while it runs (to read its CPU time and memory from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGTERM, then wait for a clean exit; returns the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         let child = self.child.as_mut().context("agent already stopped")?;
