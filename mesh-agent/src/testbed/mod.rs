@@ -195,6 +195,12 @@ impl TestBed {
 
     /// Adds a pod on `node` (short or full name) with the node's next free address.
     pub fn add_pod(&mut self, node: &str, name: &str) -> Result<&Pod> {
+        self.add_pod_in(node, name, &Path::new("pods").join(name))
+    }
+
+    /// [`TestBed::add_pod`] with the pod's cgroup at `cgroup`, relative to the node's cgroup
+    /// directory: e.g. `kubepods/besteffort/pod<uid>` to lay pods out like a kubelet does.
+    pub fn add_pod_in(&mut self, node: &str, name: &str, cgroup: &Path) -> Result<&Pod> {
         naming::check_name("pod", name)?;
         self.check_unused(name)?;
         let at = self.node_slot(node)?;
@@ -208,7 +214,13 @@ impl TestBed {
         let netns = scoped(&self.prefix, name);
         topology::create_pod(&slot.node.netns, &netns, slot.index, host)?;
 
-        let cgroup = slot.node.pods_cgroup.join(name);
+        let node_cgroup = slot.node.pods_cgroup.parent().unwrap_or(&self.cgroup_root);
+        let cgroup = node_cgroup.join(cgroup);
+        ensure!(
+            cgroup.starts_with(node_cgroup),
+            "pod cgroup {} is outside the node's cgroup",
+            cgroup.display()
+        );
         cgroup::create(&cgroup)?;
         let pod = Pod {
             name: name.to_owned(),
