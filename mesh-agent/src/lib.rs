@@ -7,6 +7,7 @@ pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod datapath;
+pub mod discovery;
 pub mod identity;
 pub mod mounts;
 pub mod policy;
