@@ -20,13 +20,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::admin::{self, AdminContext, AdminDatapath};
 use crate::config::{self, AgentConfig, defaults};
-use crate::datapath::{self, Datapath, DatapathConfig, PodAttachment, SyncReport};
-use crate::identity::Identities;
+use crate::datapath::{self, AttachedProgram, Datapath, DatapathConfig, PodAttachment, SyncReport};
 use crate::policy::PeerAuthMode;
 use crate::proxy::{HttpConfig, KernelOrigin, Outbound, OutboundConfig};
 use crate::state::{self, MeshState, Workload, WorkloadKey};
-use crate::telemetry::{self, ConfigDump, DatapathStats, Metrics, Readiness};
+use crate::telemetry::{self, DatapathStats, Metrics, Readiness};
 
 mod mtls;
 use mtls::MeshInputs;
@@ -41,6 +41,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         "agent starting"
     );
 
+    cfg.check_admin_addr()?;
     let mut initial = state::load_file(&cfg.config)?;
     log_unresolved(&state::resolve_cgroups(&mut initial, &cfg.node));
     if !initial.nodes.contains_key(&cfg.node) {
@@ -102,6 +103,9 @@ async fn serve(
             .push(bind(SocketAddr::from((ip6, cfg.outbound_port)), "outbound").await?);
     }
     let metrics_listener = bind(cfg.metrics_addr, "metrics").await?;
+    let readiness_listener = bind(cfg.readiness_addr, "readiness").await?;
+    let admin_listener = std::net::TcpListener::bind(cfg.admin_addr)
+        .with_context(|| format!("binding the admin listener on {}", cfg.admin_addr))?;
 
     let metrics = Arc::new(Metrics::new()?);
     metrics.register_datapath(Arc::new(datapath.clone()))?;
@@ -147,13 +151,23 @@ async fn serve(
         .into_iter()
         .map(|l| tokio::spawn(outbound.clone().serve(l, stop.clone())))
         .collect();
-    let metrics_server = tokio::spawn(telemetry::serve(
-        metrics_listener,
-        metrics,
+    let metrics_server = tokio::spawn(telemetry::serve(metrics_listener, metrics, stop.clone()));
+    let readiness_server = tokio::spawn(telemetry::serve_readiness(
+        readiness_listener,
         ready.clone(),
-        config_dump(cfg, state_rx.clone(), mesh.identities.clone()),
         stop.clone(),
     ));
+    let admin_context = AdminContext {
+        config: cfg.clone(),
+        state: state_rx.clone(),
+        identities: mesh.identities.clone(),
+        datapath: Arc::new(datapath.clone()),
+        ready: ready.clone(),
+        started: std::time::Instant::now(),
+    };
+    let admin_server = admin::spawn(admin_listener, admin_context, stop.clone())
+        .context("starting the admin API thread")?;
+    info!(admin = %cfg.admin_addr, metrics = %cfg.metrics_addr, readiness = %cfg.readiness_addr, "local HTTP endpoints serving");
     let resync = tokio::spawn(resync(
         state_rx,
         datapath.clone(),
@@ -182,6 +196,9 @@ async fn serve(
     resync.abort();
     watcher.abort();
     let _ = metrics_server.await;
+    let _ = readiness_server.await;
+    // The admin thread sees `stop` too; joining it must not block a runtime worker.
+    let _ = tokio::task::spawn_blocking(move || admin_server.join()).await;
     Ok(())
 }
 
@@ -193,28 +210,6 @@ fn http_config(cfg: &AgentConfig) -> HttpConfig {
         max_mirrors: cfg.http_max_mirrors as usize,
         body_idle_timeout: Some(cfg.http_body_idle_timeout.get()).filter(|d| !d.is_zero()),
     }
-}
-
-/// `/config_dump`: the configuration as given, the current mesh state, and the certificates this
-/// node holds (public parts only: the agent has no CA key, and private keys are never dumped).
-fn config_dump(
-    cfg: &AgentConfig,
-    state: watch::Receiver<Arc<MeshState>>,
-    identities: Option<Identities>,
-) -> ConfigDump {
-    let config = serde_json::to_value(cfg).unwrap_or_default();
-    Arc::new(move || {
-        let certificates: Vec<serde_json::Value> = identities
-            .iter()
-            .flat_map(|ids| ids.ids().into_iter().filter_map(|id| ids.leaf_info(&id)))
-            .map(|info| serde_json::to_value(info).unwrap_or_default())
-            .collect();
-        serde_json::json!({
-            "config": config,
-            "state": &**state.borrow(),
-            "certificates": certificates,
-        })
-    })
 }
 
 fn datapath_config(cfg: &AgentConfig, proxy_cgroup: PathBuf) -> DatapathConfig {
@@ -365,6 +360,13 @@ impl DatapathStats for SharedDatapath {
 
     fn map_entries(&self) -> anyhow::Result<Vec<(&'static str, usize)>> {
         self.with(|dp| dp.map_entries())
+    }
+}
+
+impl AdminDatapath for SharedDatapath {
+    /// Reads the cgroup directly: attachments are the kernel's to report, no lock needed.
+    fn attached(&self, cgroup: &std::path::Path) -> anyhow::Result<Vec<AttachedProgram>> {
+        datapath::attached_programs(cgroup)
     }
 }
 

@@ -25,6 +25,8 @@ pub mod defaults {
     pub const IDLE_TIMEOUT: &str = "1h";
     pub const MAX_CONNECTIONS: &str = "16384";
     pub const METRICS_ADDR: &str = "127.0.0.1:15020";
+    pub const READINESS_ADDR: &str = "127.0.0.1:15021";
+    pub const ADMIN_ADDR: &str = "127.0.0.1:15000";
     pub const RELOAD_INTERVAL: &str = "1s";
     pub const DETECT_TIMEOUT: &str = "100ms";
     pub const HTTP_HEADER_READ_TIMEOUT: &str = "30s";
@@ -106,9 +108,27 @@ pub struct AgentConfig {
     #[arg(long, default_value = defaults::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// Address of the metrics and readiness HTTP server.
+    /// Address of the metrics HTTP server (`GET /metrics`).
     #[arg(long, default_value = defaults::METRICS_ADDR)]
     pub metrics_addr: SocketAddr,
+
+    /// Address of the readiness HTTP server (`GET /healthz/ready`: 200 once the datapath is
+    /// attached and the proxy accepts, else 503).
+    #[arg(long, default_value = defaults::READINESS_ADDR)]
+    pub readiness_addr: SocketAddr,
+
+    /// Address of the admin API that `mesh-agent status`, `explain` and the other inspect
+    /// commands talk to. Must be a loopback address unless --admin-addr-unsafe is given.
+    #[arg(long, default_value = defaults::ADMIN_ADDR)]
+    pub admin_addr: SocketAddr,
+
+    /// Allow --admin-addr on an address other than loopback. The admin API has no
+    /// authentication and shows the whole mesh model (every workload, service, route and
+    /// policy, and the certificates this node holds): anyone who can reach the port learns how
+    /// the mesh is laid out and which pair of workloads a policy lets through. Pods reach the
+    /// node's addresses, so only loopback keeps it to the node.
+    #[arg(long)]
+    pub admin_addr_unsafe: bool,
 
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -181,6 +201,19 @@ impl AgentConfig {
             node: self.node.clone(),
             trust_domain: self.trust_domain.clone(),
         })
+    }
+
+    /// Refuses an admin address that is not loopback unless `--admin-addr-unsafe` says so.
+    pub fn check_admin_addr(&self) -> Result<(), ConfigProblem> {
+        if self.admin_addr.ip().to_canonical().is_loopback() || self.admin_addr_unsafe {
+            return Ok(());
+        }
+        Err(ConfigProblem(format!(
+            "--admin-addr {}: not a loopback address; the admin API is unauthenticated and \
+             would be reachable from pods and other hosts (add --admin-addr-unsafe to bind it \
+             anyway)",
+            self.admin_addr
+        )))
     }
 
     /// The proxy cgroup: the flag, or the cgroup v2 directory this process runs in.

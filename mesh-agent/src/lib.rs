@@ -1,6 +1,7 @@
 //! weft's node agent: the eBPF datapath loader, the node-local proxy, the mesh state model and
 //! its sources, telemetry and the CLI. `main.rs` only parses arguments and calls in here.
 
+pub mod admin;
 pub mod agent;
 pub mod balance;
 pub mod ca;

@@ -35,6 +35,16 @@ fn main() -> ExitCode {
         },
         Command::Run(config) => run(*config),
         Command::Ca(args) => ca(*args),
+        Command::Inspect(command) => match cli::inspect::run(&command) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
     }
 }
 

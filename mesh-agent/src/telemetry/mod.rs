@@ -1,5 +1,6 @@
-//! What the agent tells the outside world about itself: Prometheus metrics and readiness,
-//! served over HTTP on the metrics address. Logs go through `tracing`, set up by `main`.
+//! What the agent tells the outside world about itself: Prometheus metrics and readiness, each
+//! on its own local HTTP port. Logs go through `tracing`, set up by `main`; the admin API
+//! (`crate::admin`) reuses the HTTP server here.
 
 mod authz;
 mod http;
@@ -10,4 +11,4 @@ mod server;
 pub use authz::AuthzMetrics;
 pub use http::{HttpMetrics, RequestRecorder};
 pub use metrics::{DatapathStats, Metrics, RefuseReason, TcpLabels};
-pub use server::{ConfigDump, Readiness, serve};
+pub use server::{Handler, Readiness, reply, serve, serve_http, serve_readiness};

@@ -1,9 +1,10 @@
-//! The metrics and readiness HTTP server (HTTP/1 only): `GET /metrics`, `GET /healthz/ready`
-//! and `GET /config_dump` (the agent's configuration, mesh state and certificates, as JSON;
-//! never a private key). It listens on localhost by default.
+//! The agent's small local HTTP/1 servers: metrics (`GET /metrics` on `--metrics-addr`,
+//! 127.0.0.1:15020), readiness (`GET /healthz/ready` on `--readiness-addr`, 127.0.0.1:15021),
+//! and the accept loop they share with the admin API (`crate::admin`, 127.0.0.1:15000).
 //!
-//! It runs next to the proxy but shares nothing with it beyond the metrics registry and the
-//! readiness flag, so a slow scraper cannot hold up proxied traffic.
+//! Each concern has its own port, as in Istio, so that a probe, a scraper and a person at the
+//! admin API cannot hold each other up; none of them shares anything with the proxy beyond the
+//! metrics registry, the readiness flag and state snapshots.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +12,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -39,15 +39,54 @@ impl Readiness {
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds the `/config_dump` document when asked.
-pub type ConfigDump = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// Answers one request from its method, path and query (the body is never read: every
+/// endpoint is a `GET`).
+pub type Handler = Arc<dyn Fn(&Method, &str, Option<&str>) -> Response<Full<Bytes>> + Send + Sync>;
 
-/// Serves until `stop` turns true; connections still open then are dropped.
-pub async fn serve(
+/// Serves `/metrics` until `stop` turns true.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) {
+    let handler: Handler = Arc::new(move |method, path, _| match (method, path) {
+        (&Method::GET, "/metrics") => match metrics.encode() {
+            Ok(text) => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            ),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("encoding metrics: {e:#}\n"),
+            ),
+        },
+        (_, "/metrics") => get_only(),
+        _ => not_found(),
+    });
+    serve_http(listener, "metrics", handler, stop).await;
+}
+
+/// Serves `/healthz/ready` (200 when ready, else 503) until `stop` turns true.
+pub async fn serve_readiness(listener: TcpListener, ready: Readiness, stop: watch::Receiver<bool>) {
+    let handler: Handler = Arc::new(move |method, path, _| match (method, path) {
+        (&Method::GET, "/healthz/ready") if ready.get() => {
+            reply(StatusCode::OK, "text/plain", "ready\n".into())
+        }
+        (&Method::GET, "/healthz/ready") => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".into(),
+        ),
+        (_, "/healthz/ready") => get_only(),
+        _ => not_found(),
+    });
+    serve_http(listener, "readiness", handler, stop).await;
+}
+
+/// Accepts HTTP/1 connections on `listener` and answers each request with `handler`, until
+/// `stop` turns true; connections still open then are dropped. `what` names the server in logs.
+pub async fn serve_http(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
-    ready: Readiness,
-    dump: ConfigDump,
+    what: &'static str,
+    handler: Handler,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut builder = http1::Builder::new();
@@ -64,25 +103,23 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                warn!(error = %e, "metrics server accept failed");
+                warn!(server = what, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let metrics = metrics.clone();
-        let ready = ready.clone();
-        let dump = dump.clone();
+        let handler = handler.clone();
         let builder = builder.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let response = respond(&req, &metrics, &ready, &dump);
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let response = handler(req.method(), req.uri().path(), req.uri().query());
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 res = conn => if let Err(e) = res {
-                    debug!(peer = %peer, error = %e, "metrics connection ended with an error");
+                    debug!(server = what, peer = %peer, error = %e, "connection ended with an error");
                 },
                 _ = stop.wait_for(|stopped| *stopped) => {}
             }
@@ -90,48 +127,12 @@ pub async fn serve(
     }
 }
 
-fn respond(
-    req: &Request<Incoming>,
-    metrics: &Metrics,
-    ready: &Readiness,
-    dump: &ConfigDump,
+/// A response with this status, content type and body.
+pub fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
 ) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/config_dump") => reply(
-            StatusCode::OK,
-            "application/json",
-            serde_json::to_string_pretty(&dump()).unwrap_or_default(),
-        ),
-        (&Method::GET, "/metrics") => match metrics.encode() {
-            Ok(text) => reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                text,
-            ),
-            Err(e) => reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain",
-                format!("encoding metrics: {e:#}\n"),
-            ),
-        },
-        (&Method::GET, "/healthz/ready") if ready.get() => {
-            reply(StatusCode::OK, "text/plain", "ready\n".into())
-        }
-        (&Method::GET, "/healthz/ready") => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not ready\n".into(),
-        ),
-        (_, "/metrics" | "/healthz/ready" | "/config_dump") => reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "GET only\n".into(),
-        ),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-    }
-}
-
-fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -139,6 +140,18 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
         hyper::header::HeaderValue::from_static(content_type),
     );
     response
+}
+
+fn get_only() -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain",
+        "GET only\n".into(),
+    )
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into())
 }
 
 #[cfg(test)]
@@ -157,39 +170,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_metrics_and_readiness() -> anyhow::Result<()> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
+    async fn metrics_and_readiness_have_their_own_ports() -> anyhow::Result<()> {
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let ready_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (metrics_addr, ready_addr) =
+            (metrics_listener.local_addr()?, ready_listener.local_addr()?);
         let metrics = Arc::new(Metrics::new()?);
         metrics.reload(crate::state::ReloadResult::Rejected);
         let ready = Readiness::default();
         let (stop_tx, stop) = watch::channel(false);
-        let dump: ConfigDump = Arc::new(|| serde_json::json!({"config": {"node": "n1"}}));
-        let server = tokio::spawn(serve(listener, metrics, ready.clone(), dump, stop));
+        let servers = [
+            tokio::spawn(serve(metrics_listener, metrics, stop.clone())),
+            tokio::spawn(serve_readiness(ready_listener, ready.clone(), stop)),
+        ];
 
-        assert!(
-            get(addr, "/healthz/ready")
-                .await?
-                .starts_with("HTTP/1.1 503")
-        );
+        let probe = || get(ready_addr, "/healthz/ready");
+        assert!(probe().await?.starts_with("HTTP/1.1 503"));
         ready.set(true);
-        assert!(
-            get(addr, "/healthz/ready")
-                .await?
-                .starts_with("HTTP/1.1 200")
-        );
-        let body = get(addr, "/metrics").await?;
+        assert!(probe().await?.starts_with("HTTP/1.1 200"));
+        let body = get(metrics_addr, "/metrics").await?;
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
         assert!(
             body.contains(r#"weft_config_reloads_total{result="rejected"} 1"#),
             "{body}"
         );
-        assert!(get(addr, "/nope").await?.starts_with("HTTP/1.1 404"));
-        let dumped = get(addr, "/config_dump").await?;
-        assert!(dumped.contains(r#""node": "n1""#), "{dumped}");
+        // Each port answers its own path only.
+        for (addr, path) in [
+            (metrics_addr, "/healthz/ready"),
+            (metrics_addr, "/config_dump"),
+            (ready_addr, "/metrics"),
+            (ready_addr, "/nope"),
+        ] {
+            assert!(get(addr, path).await?.starts_with("HTTP/1.1 404"), "{path}");
+        }
 
         stop_tx.send(true)?;
-        tokio::time::timeout(Duration::from_secs(5), server).await??;
+        for server in servers {
+            tokio::time::timeout(Duration::from_secs(5), server).await??;
+        }
         Ok(())
     }
 }

@@ -189,7 +189,7 @@ impl Secure {
     /// The agent's `/config_dump`, as text.
     pub fn config_dump(&self, agent: usize) -> Result<String> {
         let node = &self.agents[agent].node;
-        let addr = mesh_agent::testbed::METRICS_ADDR.to_string();
+        let addr = mesh_agent::config::defaults::ADMIN_ADDR.to_string();
         self.bed
             .in_netns(node, || http_get(&addr, "/config_dump"))?
     }

@@ -1,7 +1,9 @@
 //! The `mesh-agent` command line: `run` (the node agent), `validate` (check a state file without
-//! touching the kernel), `ca` (the mesh CA, in `cli/ca.rs`) and `version`.
+//! touching the kernel), `ca` (the mesh CA, in `cli/ca.rs`), the inspect commands that ask a
+//! running agent (`status`, `explain`, ..., in `cli/inspect/`) and `version`.
 
 pub mod ca;
+pub mod inspect;
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +33,8 @@ pub enum Command {
     Ca(Box<ca::CaArgs>),
     /// Print the agent's version.
     Version,
+    #[command(flatten)]
+    Inspect(inspect::InspectCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -146,6 +150,37 @@ mod tests {
         assert!(Cli::try_parse_from(without_token).is_err());
         let bad_domain = [&base[..], &["--trust-domain", "a/b"]].concat();
         assert!(Cli::try_parse_from(bad_domain).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn the_admin_api_stays_on_loopback_unless_told() -> anyhow::Result<()> {
+        let run = |extra: &[&str]| -> anyhow::Result<AgentConfig> {
+            let base = ["mesh-agent", "run", "--config", "m.yaml", "--node", "n1"];
+            match Cli::try_parse_from([&base[..], extra].concat())?.command {
+                Command::Run(cfg) => Ok(*cfg),
+                other => anyhow::bail!("parsed {other:?}"),
+            }
+        };
+        let cfg = run(&[])?;
+        assert_eq!(cfg.admin_addr.to_string(), "127.0.0.1:15000");
+        assert_eq!(cfg.readiness_addr.to_string(), "127.0.0.1:15021");
+        assert!(cfg.check_admin_addr().is_ok());
+        assert!(
+            run(&["--admin-addr", "[::1]:15000"])?
+                .check_admin_addr()
+                .is_ok()
+        );
+        let open = run(&["--admin-addr", "0.0.0.0:15000"])?;
+        let refused = open.check_admin_addr().err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("--admin-addr-unsafe")),
+            "{refused:?}"
+        );
+        let unsafe_ok = run(&["--admin-addr", "0.0.0.0:15000", "--admin-addr-unsafe"])?;
+        assert!(unsafe_ok.check_admin_addr().is_ok());
         Ok(())
     }
 
