@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod identity;
+pub mod kubernetes;
 pub mod mounts;
 pub mod policy;
 pub mod proxy;
