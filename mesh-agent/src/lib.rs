@@ -10,6 +10,7 @@ pub mod config;
 pub mod datapath;
 pub mod discovery;
 pub mod identity;
+pub mod kubernetes;
 pub mod mounts;
 pub mod policy;
 pub mod proxy;

@@ -47,6 +47,7 @@ fn workload(ns: &str, name: &str, ip: &str, cgroup_id: Option<u64>) -> anyhow::R
         node: "node1".into(),
         ips: vec![ip.parse()?],
         labels: BTreeMap::from([("app".to_owned(), name.to_owned())]),
+        qos_class: None,
         cgroup: None,
         cgroup_id,
         enrolled: true,

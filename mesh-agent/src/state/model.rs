@@ -77,6 +77,10 @@ pub struct Workload {
     pub node: String,
     pub ips: Vec<IpAddr>,
     pub labels: Labels,
+    /// The pod's QoS class in Kubernetes (`Guaranteed`, `Burstable`, `BestEffort`): with `uid`,
+    /// it names the kubelet's cgroup of the pod. `None` in local mode, where `cgroup` is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qos_class: Option<String>,
     /// The pod's cgroup v2 directory, when known on this node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<PathBuf>,

@@ -12,32 +12,56 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::file::MeshFile;
-use super::model::{MeshState, Namespace};
+use super::model::Namespace;
 use super::names::dns_subdomain;
 use super::routes::{join, typed};
 use crate::policy::{self, AuthorizationPolicySpec, Kind, Named, PeerAuthenticationSpec};
 
-/// Reads both lists, compiles them into `state`; problems are `<list>[i].<path>: <reason>`,
-/// in the order of the file.
-pub(super) fn build(state: &mut MeshState, file: &MeshFile, problems: &mut Vec<String>) {
+/// Both lists as read, with the problems found reading them.
+pub(super) struct DecodedPolicies {
+    pub authorization: Decoded<AuthorizationPolicySpec>,
+    pub peer: Decoded<PeerAuthenticationSpec>,
+    pub found: Found,
+}
+
+/// Reads both lists. They are compiled by [`super::assemble`], whose problems [`report`]
+/// merges with these.
+pub(super) fn decode_all(
+    file: &MeshFile,
+    namespaces: &BTreeMap<String, Namespace>,
+) -> DecodedPolicies {
     let mut found = Found::new();
-    let authorization: Decoded<AuthorizationPolicySpec> = decode(
+    let authorization = decode(
         Kind::AuthorizationPolicy,
         file.authorization_policies.as_deref().unwrap_or_default(),
-        &state.namespaces,
+        namespaces,
         &mut found,
     );
-    let peer: Decoded<PeerAuthenticationSpec> = decode(
+    let peer = decode(
         Kind::PeerAuthentication,
         file.peer_authentications.as_deref().unwrap_or_default(),
-        &state.namespaces,
+        namespaces,
         &mut found,
     );
-    let (index, compiled) = policy::compile(&authorization.objects, &peer.objects);
+    DecodedPolicies {
+        authorization,
+        peer,
+        found,
+    }
+}
+
+/// Problems of both lists, reading and compiling, as `<list>[i].<path>: <reason>` in the order
+/// of the file. `positions` are those of the decoded authorization and peer lists.
+pub(super) fn report(
+    mut found: Found,
+    positions: (&[usize], &[usize]),
+    compiled: Vec<policy::Problem>,
+    problems: &mut Vec<String>,
+) {
     for p in compiled {
         let positions = match p.kind {
-            Kind::AuthorizationPolicy => &authorization.positions,
-            Kind::PeerAuthentication => &peer.positions,
+            Kind::AuthorizationPolicy => positions.0,
+            Kind::PeerAuthentication => positions.1,
         };
         let i = positions[p.index];
         let at = join(&format!("{}[{i}]", list(p.kind)), &p.path);
@@ -46,13 +70,10 @@ pub(super) fn build(state: &mut MeshState, file: &MeshFile, problems: &mut Vec<S
     // Reading and compiling are two passes: put each entry's problems back together, in order.
     found.sort_by_key(|(rank, i, _)| (*rank, *i));
     problems.extend(found.into_iter().map(|(_, _, problem)| problem));
-    state.policies = index;
-    state.authorization_policies = authorization.objects;
-    state.peer_authentications = peer.objects;
 }
 
 /// Problems with the list (by [`rank`]) and position of their entry.
-type Found = Vec<(u8, usize, String)>;
+pub(super) type Found = Vec<(u8, usize, String)>;
 
 fn list(kind: Kind) -> &'static str {
     match kind {
@@ -69,9 +90,9 @@ fn rank(kind: Kind) -> u8 {
 }
 
 /// The objects read from one list, with the position of each in the file.
-struct Decoded<S> {
-    objects: Vec<Named<S>>,
-    positions: Vec<usize>,
+pub(super) struct Decoded<S> {
+    pub objects: Vec<Named<S>>,
+    pub positions: Vec<usize>,
 }
 
 fn decode<S: DeserializeOwned + Serialize>(

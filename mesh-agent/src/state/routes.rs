@@ -15,31 +15,44 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::file::{push_key, render_path};
-use super::model::{MeshState, Namespace};
-use crate::routing::RouteObject;
+use super::model::Namespace;
+use crate::routing::{Problem, RouteObject};
 
 const API_VERSION: &str = "gateway.networking.k8s.io/v1";
 
-/// Reads the route objects and compiles them against the services of `state`, which keeps
-/// both; problems are `routes[i].<path>: <reason>`.
-pub(super) fn build(state: &mut MeshState, values: &[Value], problems: &mut Vec<String>) {
-    let mut objects = Vec::new();
-    let mut positions = Vec::new();
+/// The route objects read from `routes:`, with the position of each in the file.
+pub(super) struct Decoded {
+    pub objects: Vec<RouteObject>,
+    pub positions: Vec<usize>,
+}
+
+/// Reads the route objects; problems are `routes[i].<path>: <reason>`. They are compiled
+/// against the services by [`super::assemble`], whose problems [`report`] words the same way.
+pub(super) fn decode_all(
+    values: &[Value],
+    namespaces: &BTreeMap<String, Namespace>,
+    problems: &mut Vec<String>,
+) -> Decoded {
+    let mut decoded = Decoded {
+        objects: Vec::new(),
+        positions: Vec::new(),
+    };
     for (i, value) in values.iter().enumerate() {
-        if let Some(route) = decode(i, value, &state.namespaces, problems) {
-            objects.push(route);
-            positions.push(i);
+        if let Some(route) = decode(i, value, namespaces, problems) {
+            decoded.objects.push(route);
+            decoded.positions.push(i);
         }
     }
-    match crate::routing::compile(&objects, &state.services) {
-        Ok(index) => state.route_tables = index,
-        Err(found) => problems.extend(
-            found
-                .into_iter()
-                .map(|p| format!("routes[{}].{}: {}", positions[p.route], p.path, p.reason)),
-        ),
-    }
-    state.routes = objects;
+    decoded
+}
+
+/// Compile problems of the routes `positions` came from, as `routes[i].<path>: <reason>`.
+pub(super) fn report(found: Vec<Problem>, positions: &[usize], problems: &mut Vec<String>) {
+    problems.extend(
+        found
+            .into_iter()
+            .map(|p| format!("routes[{}].{}: {}", positions[p.route], p.path, p.reason)),
+    );
 }
 
 /// Reads `routes[index]`; problems are `<path>: <reason>` like the rest of the file's.

@@ -4,13 +4,15 @@
 //! edit-and-reload cycle shows everything that is wrong. Names follow Kubernetes: namespaces and
 //! services are DNS-1123 labels, pods and nodes DNS-1123 subdomains, so that the Kubernetes source
 //! can build the same model from the same names. Traffic policies are checked in `traffic`;
-//! routes are read by [`super::routes`] and compiled (and checked) by [`crate::routing`].
+//! routes and policies are read by [`super::routes`] and [`super::policies`], and compiled (and
+//! checked) by [`super::assemble`], the step every source ends with.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use super::assemble::{Parts, assemble};
 use super::file::{
     MeshFile, NamespaceSpec, NodeSpec, ServicePortSpec, ServiceSpec, WorkloadSpec, push_key,
 };
@@ -37,15 +39,32 @@ pub(super) fn build(file: &MeshFile) -> Result<MeshState, Vec<String>> {
         b.service(i, svc);
     }
     let route_values = file.routes.as_deref().unwrap_or_default();
-    routes::build(&mut b.state, route_values, &mut b.problems);
-    policies::build(&mut b.state, file, &mut b.problems);
-    if !b.problems.is_empty() {
-        return Err(b.problems);
-    }
+    let routes = routes::decode_all(route_values, &b.state.namespaces, &mut b.problems);
+    let policies = policies::decode_all(file, &b.state.namespaces);
+    let mut problems = b.problems;
     let mut state = b.state;
     resolve_endpoints(&mut state);
-    state.index();
-    Ok(state)
+    let parts = Parts {
+        namespaces: state.namespaces,
+        nodes: state.nodes,
+        workloads: state.workloads,
+        services: state.services,
+        routes: routes.objects,
+        authorization_policies: policies.authorization.objects,
+        peer_authentications: policies.peer.objects,
+    };
+    let (state, rejected) = assemble(parts);
+    routes::report(rejected.routes, &routes.positions, &mut problems);
+    let positions = (
+        policies.authorization.positions.as_slice(),
+        policies.peer.positions.as_slice(),
+    );
+    policies::report(policies.found, positions, rejected.policies, &mut problems);
+    if problems.is_empty() {
+        Ok(state)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Endpoints of a service: the workloads of its namespace whose labels include its selector.
@@ -181,6 +200,7 @@ impl Builder {
             node: spec.node.clone(),
             ips,
             labels,
+            qos_class: None,
             cgroup,
             cgroup_id: None,
             enrolled,

@@ -32,7 +32,7 @@
 //! [`TestBed::new`] purges beds with the same label whose process is gone.
 //!
 //! Around the bed: [`AgentProcess`] runs a node agent on a node, [`MeshSpec`] writes the mesh
-//! state file describing the bed's pods.
+//! state file describing the bed's pods, [`kube_api::FakeApi`] plays a Kubernetes API server.
 
 mod agent;
 mod ca;
@@ -40,6 +40,7 @@ mod capture;
 mod cgroup;
 mod exec;
 mod iproute;
+pub mod kube_api;
 mod mesh;
 mod naming;
 mod teardown;
