@@ -7,6 +7,7 @@ pub mod balance;
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod crd;
 pub mod datapath;
 pub mod discovery;
 pub mod identity;

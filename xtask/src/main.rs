@@ -5,6 +5,7 @@
 //! - `test`:  setup, then every test: unit tests and the root-only network-namespace suites.
 //! - `demo`:  setup, then a two-node mesh in network namespaces with real eBPF capture.
 //! - `bench`: the path benchmark (weft against the direct path) or, with `--micro`, criterion.
+//! - `crds`:  renders weft's CRDs from the Rust types into `deploy/crds/`.
 
 mod setup;
 
@@ -32,6 +33,8 @@ enum Task {
     },
     /// Run the local demo: two nodes, enrolled and non-enrolled pods, real eBPF capture.
     Demo,
+    /// Write weft's CRDs (generated from the policy types) to deploy/crds/.
+    Crds,
     /// Formatting and clippy (-D warnings), the kernel crate with the BPF nightly.
     Lint,
     /// Benchmarks: the request path through weft against the direct path (netns, release
@@ -54,6 +57,7 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::Test { args } => test(&args),
         Task::Demo => demo(),
+        Task::Crds => crds(),
         Task::Lint => lint(),
         Task::Bench {
             micro: true, args, ..
@@ -94,6 +98,34 @@ fn demo() -> Result<()> {
         bail!("demo failed ({status})");
     }
     Ok(())
+}
+
+/// The CRDs come from mesh-agent's types, so an example of that crate renders them: xtask
+/// itself stays free of mesh-agent, whose build needs what `setup` installs.
+fn crds() -> Result<()> {
+    setup::run()?;
+    let out = workspace_root().join("deploy/crds");
+    step(&format!("rendering the CRDs into {}", out.display()));
+    let out = out
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", out.display()))?
+        .to_owned();
+    cargo(&[
+        "run",
+        "--quiet",
+        "-p",
+        "mesh-agent",
+        "--example",
+        "crds",
+        "--",
+        &out,
+    ])
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    // xtask lives one level below the workspace root.
+    let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
 }
 
 fn path_bench(quick: bool) -> Result<()> {

@@ -1,6 +1,7 @@
 //! The CA's HTTPS API handlers (types in [`crate::identity::wire`]).
 //!
-//! `POST /v1/certificates` signs only when the bearer token belongs to a node, the CSR passes
+//! `POST /v1/certificates` signs only when the bearer token belongs to a node (a bootstrap
+//! token, or a service-account token the API server vouches for: `nodeauth`), the CSR passes
 //! `csr::check`, and the state model has an enrolled workload with the requested namespace and
 //! service account scheduled on that node. Every refusal answers 4xx with a JSON reason, is
 //! logged (`certificate request refused`) and counted.
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 use super::authority::Authority;
 use super::csr::{self, CsrRefusal};
 use super::metrics::CaMetrics;
+use super::nodeauth::NodeAuth;
 use crate::identity::wire::{
     BUNDLE_PATH, BundleResponse, CERTIFICATES_PATH, CertificateRequest, CertificateResponse,
     Refusal,
@@ -35,6 +37,7 @@ const MAX_REQUEST: usize = 64 * 1024;
 pub(super) struct Shared {
     pub(super) authority: RwLock<Arc<Authority>>,
     pub(super) state: watch::Receiver<Arc<MeshState>>,
+    pub(super) node_auth: NodeAuth,
     pub(super) trust_domain: String,
     pub(super) ttl: Duration,
     pub(super) metrics: CaMetrics,
@@ -120,17 +123,7 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Result<CertificateResp
             "authorization: Bearer <node token> required",
         )
     })?;
-    let node = authority
-        .tokens
-        .node_for(token)
-        .ok_or_else(|| {
-            Refused::new(
-                StatusCode::UNAUTHORIZED,
-                "unknown_token",
-                "the token belongs to no node",
-            )
-        })?
-        .to_owned();
+    let node = authenticate(shared, &authority, token).await?;
     let bad_request =
         |m: String| Refused::new(StatusCode::BAD_REQUEST, "bad_request", m).node(&node);
     let body = Limited::new(req.into_body(), MAX_REQUEST)
@@ -179,6 +172,31 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Result<CertificateResp
         bundle: authority.bundle_pem(),
         expires,
     })
+}
+
+/// The node the bearer token belongs to.
+async fn authenticate(
+    shared: &Shared,
+    authority: &Authority,
+    token: &str,
+) -> Result<String, Refused> {
+    match &shared.node_auth {
+        NodeAuth::Token => authority
+            .tokens
+            .node_for(token)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Refused::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unknown_token",
+                    "the token belongs to no node",
+                )
+            }),
+        NodeAuth::Kubernetes(kube) => kube
+            .node_of(token)
+            .await
+            .map_err(|r| Refused::new(r.status, r.code, r.message)),
+    }
 }
 
 fn scheduled_on(state: &MeshState, node: &str, id: &SpiffeId) -> bool {

@@ -14,9 +14,14 @@ use tokio::net::TcpListener;
 use tracing::debug;
 
 /// Reasons a request can be refused: the `reason` label values (bounded).
-pub(super) const REFUSALS: [&str; 9] = [
+pub(super) const REFUSALS: [&str; 14] = [
     "no_token",
     "unknown_token",
+    "token_rejected",
+    "wrong_audience",
+    "wrong_account",
+    "no_node_name",
+    "token_review_failed",
     "bad_request",
     "bad_csr",
     "bad_key",

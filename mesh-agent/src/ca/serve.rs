@@ -1,5 +1,6 @@
 //! `ca serve`: the CA's HTTPS server (TLS 1.3, HTTP/1.1), and the loop that keeps it in step
-//! with its directory and the state file.
+//! with its directory. The mesh state comes from the state file (hot-reloaded) or, in a
+//! cluster, from snapshots another source publishes ([`StateSource::Watch`]).
 //!
 //! The directory is polled every `reload_interval`: a rotation step or a new node token takes
 //! effect within one interval. When the signing root changes, the CA's own serving certificate
@@ -19,6 +20,7 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
@@ -28,9 +30,10 @@ use super::api::{Shared, handle};
 use super::authority::{Authority, Settings};
 use super::dir::{CaDir, io};
 use super::metrics::{CaMetrics, serve_metrics};
+use super::nodeauth::NodeAuth;
 use super::root::Signer;
 use crate::identity::fingerprint;
-use crate::state;
+use crate::state::{self, MeshState};
 
 /// The serving certificate lives this long and is re-issued at half life.
 const SERVING_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
@@ -40,12 +43,24 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServeOptions {
     pub dir: PathBuf,
     pub listen: SocketAddr,
-    /// The mesh state file: which workloads run on which node.
-    pub state: PathBuf,
+    /// Which workloads run on which node.
+    pub state: StateSource,
+    /// How the node behind a request's bearer token is known.
+    pub node_auth: NodeAuth,
     pub cert_ttl: Duration,
     pub metrics_addr: Option<SocketAddr>,
     /// How often the directory and the state file are checked for changes.
     pub reload_interval: Duration,
+}
+
+/// Where `ca serve` reads the mesh state from.
+#[derive(Clone, Debug)]
+pub enum StateSource {
+    /// The state file (`--state`), checked for changes every `reload_interval`: local mode.
+    File(PathBuf),
+    /// Snapshots published by another source of this process (the Kubernetes source in a
+    /// cluster); the CA reads the latest on each request.
+    Watch(watch::Receiver<Arc<MeshState>>),
 }
 
 /// A CA serving in this process; dropping it stops it.
@@ -83,17 +98,25 @@ pub async fn start(options: ServeOptions) -> Result<RunningCa, CaError> {
     let settings = Settings::load(&dir)?;
     let authority =
         Authority::reload(&dir, None)?.ok_or_else(|| dir.invalid("", "nothing loaded"))?;
-    let initial = state::load_file(&options.state).map_err(|e| CaError::Invalid {
-        path: options.state.clone(),
-        reason: e.to_string(),
-    })?;
-    let (state_rx, state_task) = state::watch_file(
-        options.state.clone(),
-        options.reload_interval,
-        Arc::new(initial),
-        |_| {},
-        |_| {},
-    );
+    let mut tasks = Vec::new();
+    let state_rx = match options.state {
+        StateSource::File(path) => {
+            let initial = state::load_file(&path).map_err(|e| CaError::Invalid {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let (rx, task) = state::watch_file(
+                path,
+                options.reload_interval,
+                Arc::new(initial),
+                |_| {},
+                |_| {},
+            );
+            tasks.push(task);
+            rx
+        }
+        StateSource::Watch(rx) => rx,
+    };
     let listener = TcpListener::bind(options.listen)
         .await
         .map_err(|e| CaError::Usage(format!("--listen {}: {e}", options.listen)))?;
@@ -104,24 +127,31 @@ pub async fn start(options: ServeOptions) -> Result<RunningCa, CaError> {
         current: RwLock::new(Serving::issue(&authority.signer, ip)?),
     });
     let metrics = CaMetrics::new().map_err(|e| CaError::Usage(format!("metrics: {e}")))?;
+    let node_auth = match &options.node_auth {
+        NodeAuth::Token => "token",
+        NodeAuth::Kubernetes(_) => "kubernetes",
+    };
     info!(addr = %addr, root = %authority.signer.fingerprint, trust_domain = %settings.trust_domain,
-        ttl = ?options.cert_ttl, "CA serving");
+        ttl = ?options.cert_ttl, node_auth, "CA serving");
     let shared = Arc::new(Shared {
         authority: RwLock::new(Arc::new(authority)),
         state: state_rx,
+        node_auth: options.node_auth,
         trust_domain: settings.trust_domain,
         ttl: options.cert_ttl,
         metrics: metrics.clone(),
     });
-    let mut tasks = vec![
-        state_task,
-        tokio::spawn(accept(
-            listener,
-            tls_config(serving.clone()),
-            shared.clone(),
-        )),
-        tokio::spawn(reload(dir, options.reload_interval, shared, serving)),
-    ];
+    tasks.push(tokio::spawn(accept(
+        listener,
+        tls_config(serving.clone()),
+        shared.clone(),
+    )));
+    tasks.push(tokio::spawn(reload(
+        dir,
+        options.reload_interval,
+        shared,
+        serving,
+    )));
     let mut metrics_addr = None;
     if let Some(wanted) = options.metrics_addr {
         let listener = TcpListener::bind(wanted)

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 
-use crate::ca::{self, InitOptions, ServeOptions};
+use crate::ca::{self, InitOptions, KubernetesAuth, NodeAuth, ServeOptions, StateSource};
 use crate::config::{HumanDuration, LogFormat, trust_domain};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:15012";
@@ -83,6 +83,17 @@ pub struct ServeArgs {
     /// Mesh state file: certificates are signed only for workloads scheduled on the asking node.
     #[arg(long, value_name = "FILE")]
     pub state: PathBuf,
+    /// How a request's bearer token names its node: `token` (bootstrap tokens of the CA
+    /// directory) or `kubernetes` (the agent's projected service-account token, checked with
+    /// TokenReview through the in-cluster or kubeconfig credentials).
+    #[arg(long, value_enum, default_value_t = NodeAuthMode::Token, env = "WEFT_CA_NODE_AUTH")]
+    pub node_auth: NodeAuthMode,
+    /// With `--node-auth kubernetes`: the audience agents' tokens must be valid for.
+    #[arg(long, default_value = ca::DEFAULT_AUDIENCE)]
+    pub token_audience: String,
+    /// With `--node-auth kubernetes`: the only user accepted (the agents' service account).
+    #[arg(long, default_value = ca::DEFAULT_AGENT_USERNAME)]
+    pub agent_username: String,
     /// Lifetime of workload certificates.
     #[arg(long, default_value = DEFAULT_CERT_TTL, value_parser = positive_duration)]
     pub cert_ttl: HumanDuration,
@@ -94,6 +105,12 @@ pub struct ServeArgs {
     pub reload_interval: HumanDuration,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeAuthMode {
+    Token,
+    Kubernetes,
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,20 +164,36 @@ fn init(args: InitArgs) -> anyhow::Result<String> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<String> {
-    let options = ServeOptions {
-        dir: args.dir.dir,
-        listen: args.listen,
-        state: args.state,
-        cert_ttl: args.cert_ttl.get(),
-        metrics_addr: args.metrics_addr,
-        reload_interval: args.reload_interval.get(),
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(ca::serve(options)).context("ca serve")?;
+    runtime
+        .block_on(async {
+            // The Kubernetes client spawns tasks: it is built inside the runtime.
+            let node_auth = match args.node_auth {
+                NodeAuthMode::Token => NodeAuth::Token,
+                NodeAuthMode::Kubernetes => NodeAuth::Kubernetes(KubernetesAuth {
+                    client: kube::Client::try_default()
+                        .await
+                        .context("--node-auth kubernetes: no Kubernetes client configuration")?,
+                    audience: args.token_audience,
+                    username: args.agent_username,
+                }),
+            };
+            ca::serve(ServeOptions {
+                dir: args.dir.dir,
+                listen: args.listen,
+                state: StateSource::File(args.state),
+                node_auth,
+                cert_ttl: args.cert_ttl.get(),
+                metrics_addr: args.metrics_addr,
+                reload_interval: args.reload_interval.get(),
+            })
+            .await
+        })
+        .context("ca serve")?;
     Ok(String::new())
 }
 
@@ -200,78 +233,4 @@ fn positive_duration(s: &str) -> Result<HumanDuration, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use clap::Parser;
-
-    use super::*;
-    use crate::cli::{Cli, Command};
-
-    fn ca(args: &[&str]) -> Result<CaCommand, clap::Error> {
-        let cli = Cli::try_parse_from([&["mesh-agent", "ca"][..], args].concat())?;
-        match cli.command {
-            Command::Ca(args) => Ok(args.command),
-            other => panic!("parsed {other:?}"),
-        }
-    }
-
-    #[test]
-    fn ca_commands_parse_with_defaults() -> Result<(), clap::Error> {
-        let CaCommand::Init(init) = ca(&["init", "--dir", "/d", "--node", "a", "--node", "b"])?
-        else {
-            panic!("not init");
-        };
-        assert_eq!(init.trust_domain, "cluster.local");
-        assert_eq!(init.nodes, ["a", "b"]);
-        assert!(!init.force && init.root_cert.is_none());
-        let CaCommand::Serve(serve) = ca(&[
-            "serve",
-            "--dir",
-            "/d",
-            "--state",
-            "m.yaml",
-            "--cert-ttl",
-            "500ms",
-        ])?
-        else {
-            panic!("not serve");
-        };
-        assert_eq!(serve.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(serve.cert_ttl.get(), Duration::from_millis(500));
-        assert_eq!(serve.reload_interval.get(), Duration::from_secs(1));
-        assert!(serve.metrics_addr.is_none());
-        let CaCommand::Serve(serve) = ca(&["serve", "--dir", "/d", "--state", "m.yaml"])? else {
-            panic!("not serve");
-        };
-        assert_eq!(serve.cert_ttl.get(), Duration::from_secs(86_400));
-        assert!(matches!(
-            ca(&["rotate", "activate", "--dir", "/d"])?,
-            CaCommand::Rotate {
-                step: RotateStep::Activate(_)
-            }
-        ));
-        Ok(())
-    }
-
-    #[test]
-    fn bad_ca_arguments_are_usage_errors() {
-        for args in [
-            &["init", "--dir", "/d", "--trust-domain", "Not_A_Domain"][..],
-            &["init", "--dir", "/d", "--root-cert", "r.pem"],
-            &[
-                "serve",
-                "--dir",
-                "/d",
-                "--state",
-                "m.yaml",
-                "--cert-ttl",
-                "0",
-            ],
-            &["serve", "--dir", "/d"],
-            &["rotate", "rewind", "--dir", "/d"],
-        ] {
-            assert!(ca(args).is_err(), "{args:?}");
-        }
-    }
-}
+mod tests;

@@ -2,14 +2,21 @@
 //! like Istio's (group `weft.dev`, version `v1alpha1`).
 //!
 //! These types are the one definition of the schema: the state file reads them (through
-//! `crate::state`, which also rejects unknown fields), the Kubernetes source will wrap them in
-//! custom resources, and [`super::compile`] turns them into the matchers evaluation runs. They
-//! accept unknown fields, as Kubernetes clients must; strictness is the source's job. Lists are
-//! `Option` so that an empty list written by a user reads back as written.
+//! `crate::state`, which also rejects unknown fields), the custom resources are derived from
+//! them (the `#[kube]` attributes below generate `AuthorizationPolicy` and `PeerAuthentication`,
+//! whose CRDs `crate::crd` renders), and [`super::compile`] turns them into the matchers
+//! evaluation runs. They accept unknown fields, as Kubernetes clients must; strictness is the
+//! source's job. Lists are `Option` so that an empty list written by a user reads back as
+//! written.
+//!
+//! The derive sits on the spec structs because `CustomResource` generates the root object from
+//! the struct it decorates: a separate wrapper would be a second spec type. The group and
+//! version literals must equal [`API_GROUP`] and [`API_VERSION`] (tested in `crate::crd`).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +45,29 @@ impl<S> Named<S> {
 }
 
 /// Who may do what to the workloads the policy selects.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "weft.dev",
+    version = "v1alpha1",
+    kind = "AuthorizationPolicy",
+    namespaced,
+    derive = "PartialEq",
+    shortname = "authz",
+    category = "weft",
+    doc = "Who may reach the workloads of a namespace: ALLOW and DENY rules on the source \
+           identity, the port and HTTP attributes (see docs/policy.md).",
+    printcolumn(
+        name = "Action",
+        type_ = "string",
+        json_path = ".spec.action",
+        description = "ALLOW or DENY (absent: ALLOW)"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthorizationPolicySpec {
     /// The workloads of the namespace it applies to; absent: all of them.
@@ -138,7 +167,29 @@ pub struct Condition {
 }
 
 /// Whether the workloads it selects accept plaintext from other pods.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "weft.dev",
+    version = "v1alpha1",
+    kind = "PeerAuthentication",
+    namespaced,
+    derive = "PartialEq",
+    shortname = "peerauth",
+    category = "weft",
+    doc = "Whether the workloads of a namespace accept plaintext from other pods (PERMISSIVE) \
+           or only mTLS (STRICT, enforced in the kernel); see docs/policy.md.",
+    printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".spec.mode",
+        description = "STRICT or PERMISSIVE"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerAuthenticationSpec {
     /// The workloads of the namespace it applies to; absent: the whole namespace. A policy

@@ -12,11 +12,12 @@ use prometheus::Registry;
 use tokio::sync::watch;
 use tracing_subscriber::fmt::MakeWriter;
 
-use super::super::{InitOptions, RunningCa, ServeOptions, init, start};
+use super::super::{InitOptions, NodeAuth, RunningCa, ServeOptions, StateSource, init, start};
 use super::{STATE, Scratch, TD, id};
 use crate::identity::{
     CaClientConfig, Identities, IdentityManager, IdentityMetrics, SpiffeId, fingerprint, pem_certs,
 };
+use crate::state::MeshState;
 
 /// Log lines (JSON, one event per line) written by the code under test on this thread.
 #[derive(Clone, Default)]
@@ -97,6 +98,17 @@ pub(super) struct Mesh {
 }
 
 pub(super) async fn mesh(name: &str, ttl: Duration) -> Mesh {
+    mesh_with(name, ttl, NodeAuth::Token, None).await
+}
+
+/// A CA authenticating nodes with `node_auth`, reading its state from `state` when given, else
+/// from a state file holding [`STATE`].
+pub(super) async fn mesh_with(
+    name: &str,
+    ttl: Duration,
+    node_auth: NodeAuth,
+    state: Option<watch::Receiver<Arc<MeshState>>>,
+) -> Mesh {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let scratch = Scratch::new(name);
     let dir = scratch.0.join("ca");
@@ -107,12 +119,19 @@ pub(super) async fn mesh(name: &str, ttl: Duration) -> Mesh {
         ..InitOptions::default()
     })
     .expect("ca init");
-    let state = scratch.0.join("mesh.yaml");
-    std::fs::write(&state, STATE).expect("state file");
+    let state = match state {
+        Some(rx) => StateSource::Watch(rx),
+        None => {
+            let file = scratch.0.join("mesh.yaml");
+            std::fs::write(&file, STATE).expect("state file");
+            StateSource::File(file)
+        }
+    };
     let ca = start(ServeOptions {
         dir: dir.clone(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         state,
+        node_auth,
         cert_ttl: ttl,
         metrics_addr: Some("127.0.0.1:0".parse().expect("addr")),
         reload_interval: Duration::from_millis(100),

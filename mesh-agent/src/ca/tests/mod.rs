@@ -1,9 +1,12 @@
 //! Tests of the CA: its directory (init, tokens, rotation), request checks and issued
-//! certificates (`files`), and the CA serving real agents over TLS (`e2e`).
+//! certificates (`files`), the CA serving real agents over TLS (`e2e`), and node
+//! authentication by TokenReview against a stand-in API server (`node_auth`).
 
+mod apiserver;
 mod e2e;
 mod files;
 mod harness;
+mod node_auth;
 mod signing;
 
 use std::path::PathBuf;
