@@ -25,11 +25,13 @@ use crate::config::{self, AgentConfig, defaults};
 use crate::datapath::{self, AttachedProgram, Datapath, DatapathConfig, PodAttachment, SyncReport};
 use crate::policy::PeerAuthMode;
 use crate::proxy::{HttpConfig, KernelOrigin, Outbound, OutboundConfig};
-use crate::state::{self, MeshState, Workload, WorkloadKey};
+use crate::state::{MeshState, Workload};
 use crate::telemetry::{self, DatapathStats, Metrics, Readiness};
 
 mod mtls;
+mod source;
 use mtls::MeshInputs;
+use source::{PropagationMetrics, StateFeed};
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
@@ -42,9 +44,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     );
 
     cfg.check_admin_addr()?;
-    let mut initial = state::load_file(&cfg.config)?;
-    log_unresolved(&state::resolve_cgroups(&mut initial, &cfg.node));
-    if !initial.nodes.contains_key(&cfg.node) {
+    let metrics = Arc::new(Metrics::new()?);
+    let feed = source::start(&cfg, &metrics).await?;
+    if cfg.source() == config::Source::File && !feed.initial.nodes.contains_key(&cfg.node) {
         warn!(node = %cfg.node, "this node is not in the mesh state; none of its pods is captured");
     }
     let proxy_cgroup = cfg.resolve_proxy_cgroup()?;
@@ -61,7 +63,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let pin_dir = datapath.pin_dir().to_path_buf();
     let datapath = SharedDatapath::new(datapath);
 
-    let served = serve(&cfg, initial, &datapath, &pin_dir, &mut signals).await;
+    let served = serve(&cfg, feed, metrics, &datapath, &pin_dir, &mut signals).await;
 
     let keep = cfg.keep_datapath;
     match (datapath.close(keep), served) {
@@ -84,12 +86,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 /// Everything between "datapath open" and "datapath closed".
 async fn serve(
     cfg: &AgentConfig,
-    initial: MeshState,
+    feed: StateFeed,
+    metrics: Arc<Metrics>,
     datapath: &SharedDatapath,
     pin_dir: &std::path::Path,
     signals: &mut Signals,
 ) -> anyhow::Result<()> {
-    let report = datapath.sync(&attachments(&initial, &cfg.node))?;
+    let report = datapath.sync(&attachments(&feed.initial, &cfg.node))?;
 
     let mut outbound_listeners = vec![
         bind(
@@ -107,9 +110,13 @@ async fn serve(
     let admin_listener = std::net::TcpListener::bind(cfg.admin_addr)
         .with_context(|| format!("binding the admin listener on {}", cfg.admin_addr))?;
 
-    let metrics = Arc::new(Metrics::new()?);
     metrics.register_datapath(Arc::new(datapath.clone()))?;
-    let (state_rx, watcher) = watch_state(cfg, Arc::new(initial), metrics.clone());
+    let propagation = PropagationMetrics::register(metrics.registry())?;
+    let StateFeed {
+        rx: state_rx,
+        task: watcher,
+        ..
+    } = feed;
     let (stop_tx, stop) = watch::channel(false);
     let (abort_tx, abort) = watch::channel(false);
     let http = http_config(cfg);
@@ -173,6 +180,7 @@ async fn serve(
         datapath.clone(),
         outbound.clone(),
         cfg.node.clone(),
+        propagation,
     ));
 
     let signal = signals.recv().await;
@@ -236,22 +244,6 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding the {what} listener on {addr}"))
 }
 
-/// Starts the state file watcher; each accepted snapshot has this node's cgroups resolved.
-fn watch_state(
-    cfg: &AgentConfig,
-    initial: Arc<MeshState>,
-    metrics: Arc<Metrics>,
-) -> (watch::Receiver<Arc<MeshState>>, JoinHandle<()>) {
-    let node = cfg.node.clone();
-    state::watch_file(
-        cfg.config.clone(),
-        cfg.reload_interval.get(),
-        initial,
-        move |s| log_unresolved(&state::resolve_cgroups(s, &node)),
-        move |result| metrics.reload(result),
-    )
-}
-
 /// Re-syncs the datapath to every new snapshot. The proxy reads the same channel, so it knows a
 /// new pod before the datapath starts capturing it.
 async fn resync(
@@ -259,6 +251,7 @@ async fn resync(
     datapath: SharedDatapath,
     outbound: Arc<Outbound>,
     node: String,
+    propagation: PropagationMetrics,
 ) {
     while snapshots.changed().await.is_ok() {
         let snapshot = snapshots.borrow_and_update().clone();
@@ -266,7 +259,10 @@ async fn resync(
         let pods = attachments(&snapshot, &node);
         let dp = datapath.clone();
         match tokio::task::spawn_blocking(move || dp.sync(&pods)).await {
-            Ok(Ok(report)) => log_sync(&report),
+            Ok(Ok(report)) => {
+                log_sync(&report);
+                propagation.applied(&snapshot);
+            }
             Ok(Err(e)) => {
                 error!(error = %format!("{e:#}"), "datapath sync failed; retrying on the next change")
             }
@@ -295,12 +291,6 @@ fn attachments(state: &MeshState, node: &str) -> Vec<PodAttachment> {
 /// the kernel).
 fn strict_mode(state: &MeshState, w: &Workload) -> bool {
     state.peer_authentication(w) == PeerAuthMode::Strict
-}
-
-fn log_unresolved(failed: &[(WorkloadKey, String)]) {
-    for (workload, reason) in failed {
-        warn!(workload = %workload, reason = %reason, "pod cgroup not resolved; the pod is not captured");
-    }
 }
 
 fn log_sync(report: &SyncReport) {

@@ -42,9 +42,25 @@ pub mod defaults {
 /// Configuration of `mesh-agent run`.
 #[derive(clap::Args, Serialize, Clone, Debug)]
 pub struct AgentConfig {
-    /// Mesh state file (YAML): namespaces, nodes, workloads, services.
-    #[arg(long = "config", value_name = "FILE")]
-    pub config: PathBuf,
+    /// Where the mesh state comes from: `file` (the YAML state file of `--config`, reloaded
+    /// when it changes) or `kubernetes` (the cluster's API, through the in-cluster service
+    /// account or the kubeconfig) [default: file].
+    #[arg(long, value_enum, env = "WEFT_SOURCE")]
+    pub source: Option<Source>,
+
+    /// Mesh state file (YAML): namespaces, nodes, workloads, services. Required with
+    /// `--source file`.
+    #[arg(
+        long = "config",
+        value_name = "FILE",
+        required_unless_present = "source"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// With `--source kubernetes`: the node's cgroup v2 mount, below which pod cgroups are
+    /// found from their UID [default: this process's cgroup2 mount].
+    #[arg(long = "cgroup-root", value_name = "DIR", env = "WEFT_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
 
     /// Name of the node this agent serves (must appear in the state file).
     #[arg(long, env = "WEFT_NODE_NAME")]
@@ -188,6 +204,11 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// How to reach the mesh CA, when `--ca-address` is set (mTLS on); `None` means no mTLS.
+    /// The state source, `file` unless `--source` says otherwise.
+    pub fn source(&self) -> Source {
+        self.source.unwrap_or(Source::File)
+    }
+
     pub fn ca_client(&self) -> Option<crate::identity::CaClientConfig> {
         let (address, bundle, token) = (
             self.ca_address.clone()?,
@@ -223,6 +244,14 @@ impl AgentConfig {
             None => own_cgroup_dir(),
         }
     }
+}
+
+/// The source of the mesh state (`--source`).
+#[derive(clap::ValueEnum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    File,
+    Kubernetes,
 }
 
 #[derive(clap::ValueEnum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]

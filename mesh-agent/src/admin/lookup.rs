@@ -52,6 +52,7 @@ pub fn capture(ctx: &AdminContext, w: &Workload) -> Option<CaptureView> {
     }
     let not = |problem: &str| CaptureView {
         captured: false,
+        cgroup: w.cgroup.clone(),
         programs: Vec::new(),
         problem: Some(problem.to_owned()),
     };
@@ -60,6 +61,18 @@ pub fn capture(ctx: &AdminContext, w: &Workload) -> Option<CaptureView> {
             "not enrolled: its namespace is not labelled weft.dev/mesh=enabled, or \
                          the pod opted out",
         ));
+    }
+    if let Some(unresolved) = &w.cgroup_unresolved {
+        let tried: Vec<String> = unresolved
+            .tried
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let problem = match tried.is_empty() {
+            true => unresolved.reason.clone(),
+            false => format!("{} (looked at {})", unresolved.reason, tried.join(", ")),
+        };
+        return Some(not(&problem));
     }
     let Some(cgroup) = &w.cgroup else {
         return Some(not(
@@ -77,6 +90,7 @@ pub fn capture(ctx: &AdminContext, w: &Workload) -> Option<CaptureView> {
         .collect();
     Some(CaptureView {
         captured: programs.iter().any(|p| p == POD_PROGRAMS[0]),
+        cgroup: Some(cgroup.clone()),
         problem: (!missing.is_empty()).then(|| {
             format!(
                 "not attached to {}: {}",

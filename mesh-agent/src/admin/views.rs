@@ -70,6 +70,9 @@ pub struct WorkloadView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CaptureView {
     pub captured: bool,
+    /// The pod's cgroup v2 directory, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<std::path::PathBuf>,
     /// Attach types found on the pod's cgroup (`cgroup_inet4_connect`, ...).
     pub programs: Vec<String>,
     /// Why the pod is not (fully) captured, when it is not.

@@ -55,6 +55,11 @@ impl CaMetrics {
         Ok(CaMetrics { registry, requests })
     }
 
+    /// The registry, for series other parts of the CA process add (the Kubernetes source's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub(super) fn issued(&self) {
         self.requests.with_label_values(&["issued", "none"]).inc();
     }

@@ -33,6 +33,7 @@ use super::metrics::{CaMetrics, serve_metrics};
 use super::nodeauth::NodeAuth;
 use super::root::Signer;
 use crate::identity::fingerprint;
+use crate::kubernetes::{self, KubeMetrics, KubeSourceConfig};
 use crate::state::{self, MeshState};
 
 /// The serving certificate lives this long and is re-issued at half life.
@@ -54,13 +55,26 @@ pub struct ServeOptions {
 }
 
 /// Where `ca serve` reads the mesh state from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum StateSource {
     /// The state file (`--state`), checked for changes every `reload_interval`: local mode.
     File(PathBuf),
     /// Snapshots published by another source of this process (the Kubernetes source in a
     /// cluster); the CA reads the latest on each request.
     Watch(watch::Receiver<Arc<MeshState>>),
+    /// The cluster's API, watched by the CA itself (`--state-source kubernetes`). Until its
+    /// first snapshot the CA knows no workload and refuses every request as `not_on_node`.
+    Kubernetes(kube::Client),
+}
+
+impl std::fmt::Debug for StateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            StateSource::Watch(_) => f.write_str("Watch"),
+            StateSource::Kubernetes(_) => f.write_str("Kubernetes"),
+        }
+    }
 }
 
 /// A CA serving in this process; dropping it stops it.
@@ -99,6 +113,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningCa, CaError> {
     let authority =
         Authority::reload(&dir, None)?.ok_or_else(|| dir.invalid("", "nothing loaded"))?;
     let mut tasks = Vec::new();
+    let metrics = CaMetrics::new().map_err(|e| CaError::Usage(format!("metrics: {e}")))?;
     let state_rx = match options.state {
         StateSource::File(path) => {
             let initial = state::load_file(&path).map_err(|e| CaError::Invalid {
@@ -116,6 +131,19 @@ pub async fn start(options: ServeOptions) -> Result<RunningCa, CaError> {
             rx
         }
         StateSource::Watch(rx) => rx,
+        StateSource::Kubernetes(client) => {
+            let kube_metrics = KubeMetrics::new(metrics.registry())
+                .map_err(|e| CaError::Usage(format!("metrics: {e}")))?;
+            let (tx, rx) = watch::channel(Arc::new(MeshState::default()));
+            let source = KubeSourceConfig::new("weft-ca");
+            tasks.push(tokio::spawn(kubernetes::run(
+                client,
+                source,
+                tx,
+                kube_metrics,
+            )));
+            rx
+        }
     };
     let listener = TcpListener::bind(options.listen)
         .await
@@ -126,7 +154,6 @@ pub async fn start(options: ServeOptions) -> Result<RunningCa, CaError> {
         ip,
         current: RwLock::new(Serving::issue(&authority.signer, ip)?),
     });
-    let metrics = CaMetrics::new().map_err(|e| CaError::Usage(format!("metrics: {e}")))?;
     let node_auth = match &options.node_auth {
         NodeAuth::Token => "token",
         NodeAuth::Kubernetes(_) => "kubernetes",

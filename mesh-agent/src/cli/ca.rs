@@ -80,9 +80,15 @@ pub struct ServeArgs {
     /// Address of the HTTPS API.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// Mesh state file: certificates are signed only for workloads scheduled on the asking node.
-    #[arg(long, value_name = "FILE")]
-    pub state: PathBuf,
+    /// Where the CA learns which workloads run on which node (certificates are signed only
+    /// for workloads scheduled on the asking node): `file` (`--state`) or `kubernetes` (the
+    /// cluster's pods and namespaces, watched through the in-cluster or kubeconfig credentials)
+    /// [default: file].
+    #[arg(long, value_enum, env = "WEFT_CA_STATE_SOURCE")]
+    pub state_source: Option<StateSourceMode>,
+    /// Mesh state file, with `--state-source file`.
+    #[arg(long, value_name = "FILE", required_unless_present = "state_source")]
+    pub state: Option<PathBuf>,
     /// How a request's bearer token names its node: `token` (bootstrap tokens of the CA
     /// directory) or `kubernetes` (the agent's projected service-account token, checked with
     /// TokenReview through the in-cluster or kubeconfig credentials).
@@ -105,6 +111,12 @@ pub struct ServeArgs {
     pub reload_interval: HumanDuration,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateSourceMode {
+    File,
+    Kubernetes,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,10 +194,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<String> {
                     username: args.agent_username,
                 }),
             };
+            let mode = args.state_source.unwrap_or(StateSourceMode::File);
+            let state = match (mode, args.state) {
+                (StateSourceMode::File, Some(path)) => StateSource::File(path),
+                (StateSourceMode::File, None) => {
+                    anyhow::bail!("--state-source file needs --state FILE")
+                }
+                (StateSourceMode::Kubernetes, _) => StateSource::Kubernetes(
+                    kube::Client::try_default()
+                        .await
+                        .context("--state-source kubernetes: no Kubernetes client configuration")?,
+                ),
+            };
             ca::serve(ServeOptions {
                 dir: args.dir.dir,
                 listen: args.listen,
-                state: StateSource::File(args.state),
+                state,
                 node_auth,
                 cert_ttl: args.cert_ttl.get(),
                 metrics_addr: args.metrics_addr,

@@ -63,16 +63,10 @@ impl DiscoveryError {
     }
 }
 
-/// Proposed field of `state::model::Workload` for a pod of this node whose cgroup is not known:
-///
-/// ```text
-/// #[serde(skip_serializing_if = "Option::is_none")]
-/// pub cgroup_unresolved: Option<discovery::Unresolved>,
-/// ```
-///
-/// set from [`DiscoveryError::unresolved`] when `find` fails and cleared when it succeeds. It
-/// serializes as `cgroupUnresolved: {reason: "...", tried: [...]}`; the pod is not captured
-/// while it is set, and `weft_cgroup_unresolved_pods` counts such pods.
+/// Why a pod of this node has no cgroup: `Workload::cgroup_unresolved`, set from
+/// [`DiscoveryError::unresolved`] when `find` fails and cleared when it succeeds. It serializes
+/// as `cgroupUnresolved: {reason: "...", tried: [...]}`; the pod is not captured while it is
+/// set, and `weft_cgroup_unresolved_pods` counts such pods.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Unresolved {
     /// The error's message: names the pod, what was missing and where.

@@ -1,5 +1,5 @@
 //! `weft_cgroup_unresolved_pods`: pods of this node that the mesh should capture but whose cgroup
-//! is not found. The integrator sets it after each pass over the node's pods.
+//! is not found. The agent sets it after each pass over the node's pods.
 
 use prometheus::{IntGauge, Registry};
 

@@ -88,7 +88,8 @@ impl Source {
     }
 
     fn publish(&mut self, tx: &watch::Sender<Arc<MeshState>>) {
-        let (state, problems) = snapshot::build(&mut self.cache);
+        let (mut state, problems) = snapshot::build(&mut self.cache);
+        state.changed_at = self.pending_since.map(Instant::into_std);
         self.report(problems);
         for kind in Kind::ALL {
             self.metrics.set_objects(kind, self.cache.len(kind));

@@ -50,6 +50,7 @@ fn workload(ns: &str, name: &str, ip: &str, cgroup_id: Option<u64>) -> anyhow::R
         qos_class: None,
         cgroup: None,
         cgroup_id,
+        cgroup_unresolved: None,
         enrolled: true,
     })
 }

@@ -88,6 +88,10 @@ pub struct Workload {
     /// Resolved by the agent for the workloads of its own node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
+    /// Why the cgroup of this node's pod could not be found (Kubernetes mode): the pod is not
+    /// captured while it is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_unresolved: Option<crate::discovery::Unresolved>,
     /// Enrolled in the mesh: its namespace is labelled and the pod did not opt out.
     pub enrolled: bool,
 }
@@ -205,6 +209,10 @@ pub struct MeshState {
     /// node may present.
     #[serde(skip)]
     pub(crate) identities_on: HashSet<(String, String, String)>,
+    /// When the source saw the first change this snapshot carries: the start of the time a
+    /// change takes to reach the datapath (`weft_state_change_to_datapath_seconds`).
+    #[serde(skip)]
+    pub changed_at: Option<std::time::Instant>,
 }
 
 impl MeshState {

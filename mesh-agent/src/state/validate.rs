@@ -203,6 +203,7 @@ impl Builder {
             qos_class: None,
             cgroup,
             cgroup_id: None,
+            cgroup_unresolved: None,
             enrolled,
         };
         self.state.workloads.insert(key, Arc::new(workload));

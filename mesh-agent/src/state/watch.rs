@@ -10,7 +10,7 @@ use std::hash::{DefaultHasher, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -66,6 +66,7 @@ pub fn watch_file(
         content: None,
         failure: None,
         baseline: true,
+        changed_at: None,
     };
     let task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
@@ -130,6 +131,8 @@ struct Poller<P> {
     failure: Option<String>,
     /// The first load only confirms `initial`: no reload is counted if it matches.
     baseline: bool,
+    /// When the metadata last changed: where a reload's way to the datapath starts.
+    changed_at: Option<Instant>,
 }
 
 impl<P: Fn(&mut MeshState)> Poller<P> {
@@ -141,6 +144,9 @@ impl<P: Fn(&mut MeshState)> Poller<P> {
             Err(e) => return self.unreadable(&e),
         };
         let settled = self.seen == Some(stamp);
+        if self.seen != Some(stamp) {
+            self.changed_at = Some(Instant::now());
+        }
         self.seen = Some(stamp);
         if !settled || self.loaded == Some(stamp) {
             return None;
@@ -177,6 +183,7 @@ impl<P: Fn(&mut MeshState)> Poller<P> {
                     services = state.services.len(),
                     "config reloaded"
                 );
+                state.changed_at = self.changed_at;
                 self.current = Arc::new(state);
                 Some(ReloadResult::Accepted)
             }

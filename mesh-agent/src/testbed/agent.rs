@@ -32,13 +32,40 @@ impl AgentProcess {
         config: &Path,
         extra: &[&str],
     ) -> Result<AgentProcess> {
+        let mut cmd = Command::new(bin_dir.join("mesh-agent"));
+        cmd.arg("--config").arg(config).args(extra);
+        AgentProcess::spawn(bed, node, cmd)
+    }
+
+    /// Starts `<bin_dir>/mesh-agent run --source kubernetes --node <node> --log-format json
+    /// <extra>` with `KUBECONFIG=<kubeconfig>`, as [`AgentProcess::start`] does.
+    pub fn start_kubernetes(
+        bed: &TestBed,
+        node: &str,
+        bin_dir: &Path,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Result<AgentProcess> {
+        let mut cmd = Command::new(bin_dir.join("mesh-agent"));
+        cmd.args(["--source", "kubernetes"])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig);
+        AgentProcess::spawn(bed, node, cmd)
+    }
+
+    /// `cmd` holds the flags after `run --node <node> --log-format json`.
+    fn spawn(bed: &TestBed, node: &str, flags: Command) -> Result<AgentProcess> {
         let n = bed.node(node);
         let log = unique_log_path(bed.work_dir(), &n.name);
         let out = std::fs::File::create(&log).with_context(|| format!("creating {log:?}"))?;
-        let mut cmd = Command::new(bin_dir.join("mesh-agent"));
-        cmd.args(["run", "--node", &n.name, "--log-format", "json", "--config"])
-            .arg(config)
-            .args(extra)
+        let mut cmd = Command::new(flags.get_program());
+        cmd.args(["run", "--node", &n.name, "--log-format", "json"])
+            .args(flags.get_args())
+            .envs(
+                flags
+                    .get_envs()
+                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+            )
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

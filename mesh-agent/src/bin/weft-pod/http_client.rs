@@ -216,6 +216,8 @@ struct Run {
     started: Instant,
     deadline: Instant,
     capped: AtomicBool,
+    /// Connections opened: with keep-alive, a connection that survived the run counts once.
+    opened: AtomicU64,
 }
 
 pub async fn run(args: LoadArgs) -> Result<Value> {
@@ -236,6 +238,7 @@ pub async fn run(args: LoadArgs) -> Result<Value> {
         started,
         deadline: started + OVERALL_CAP,
         capped: AtomicBool::new(false),
+        opened: AtomicU64::new(0),
     });
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| tokio::spawn(worker(Arc::clone(&run))))
@@ -247,7 +250,9 @@ pub async fn run(args: LoadArgs) -> Result<Value> {
             Err(err) => bail!("load worker failed: {err}"),
         }
     }
-    Ok(tally.report(started.elapsed(), run.capped.load(Ordering::Relaxed)))
+    let mut report = tally.report(started.elapsed(), run.capped.load(Ordering::Relaxed));
+    report["connections"] = run.opened.load(Ordering::Relaxed).into();
+    Ok(report)
 }
 
 async fn worker(run: Arc<Run>) -> Tally {
@@ -301,6 +306,7 @@ async fn exchange(
     };
     if !reusable {
         *slot = None;
+        run.opened.fetch_add(1, Ordering::Relaxed);
         let mut fresh = Connection::open(run.addr, run.target.http2).await?;
         fresh.ready().await.map_err(|err| chain_key(&err))?;
         *slot = Some(fresh);

@@ -17,7 +17,6 @@ use super::{STATE, Scratch, TD, id};
 use crate::identity::{
     CaClientConfig, Identities, IdentityManager, IdentityMetrics, SpiffeId, fingerprint, pem_certs,
 };
-use crate::state::MeshState;
 
 /// Log lines (JSON, one event per line) written by the code under test on this thread.
 #[derive(Clone, Default)]
@@ -107,7 +106,7 @@ pub(super) async fn mesh_with(
     name: &str,
     ttl: Duration,
     node_auth: NodeAuth,
-    state: Option<watch::Receiver<Arc<MeshState>>>,
+    state: Option<StateSource>,
 ) -> Mesh {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let scratch = Scratch::new(name);
@@ -120,7 +119,7 @@ pub(super) async fn mesh_with(
     })
     .expect("ca init");
     let state = match state {
-        Some(rx) => StateSource::Watch(rx),
+        Some(source) => source,
         None => {
             let file = scratch.0.join("mesh.yaml");
             std::fs::write(&file, STATE).expect("state file");

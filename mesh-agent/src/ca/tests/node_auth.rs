@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::super::{DEFAULT_AGENT_USERNAME, DEFAULT_AUDIENCE, KubernetesAuth, NodeAuth};
+use super::super::{
+    DEFAULT_AGENT_USERNAME, DEFAULT_AUDIENCE, KubernetesAuth, NodeAuth, StateSource,
+};
 use super::apiserver::{ApiServer, BROKEN, valid};
 use super::harness::{Mesh, logs, mesh_with};
 use super::{STATE, id};
@@ -34,7 +36,8 @@ async fn cluster(name: &str) -> Cluster {
         audience: DEFAULT_AUDIENCE.into(),
         username: DEFAULT_AGENT_USERNAME.into(),
     });
-    let mesh = mesh_with(name, Duration::from_secs(60), auth, Some(rx)).await;
+    let source = StateSource::Watch(rx);
+    let mesh = mesh_with(name, Duration::from_secs(60), auth, Some(source)).await;
     let token = mesh.dir.join("projected.token");
     Cluster {
         api,
@@ -174,4 +177,62 @@ async fn tokens_the_review_does_not_vouch_for_are_refused_and_counted() {
                 && e["detail"].as_str().is_some_and(|d| d.contains(other))),
         "{refused:?}"
     );
+}
+
+/// `ca serve --state-source kubernetes --node-auth kubernetes`: pods, namespaces and token
+/// reviews all come from the (fake) API server; a pod scheduled later is signed once it appears.
+#[cfg(feature = "testbed")]
+#[tokio::test]
+async fn in_cluster_mode_the_ca_learns_pods_from_the_api() {
+    use crate::testbed::kube_api::FakeApi;
+    use serde_json::json;
+
+    let api = FakeApi::start().await.expect("fake API server");
+    let pod = |name: &str, ip: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"namespace": "shop", "name": name},
+            "spec": {"nodeName": "node-a", "serviceAccountName": name, "containers": [{"name": "app"}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                       "hostIP": "192.0.2.1", "hostIPs": [{"ip": "192.0.2.1"}]},
+        })
+    };
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "shop", "labels": {"weft.dev/mesh": "enabled"}}}))
+        .expect("namespace");
+    api.apply(pod("web", "10.244.1.5")).expect("pod");
+    let extra = [(
+        super::super::NODE_NAME_EXTRA.to_owned(),
+        vec!["node-a".to_owned()],
+    )];
+    api.set_token("tok-a", DEFAULT_AGENT_USERNAME, extra.into_iter().collect());
+    let client = api.client().expect("client");
+    let auth = NodeAuth::Kubernetes(KubernetesAuth {
+        client: client.clone(),
+        audience: DEFAULT_AUDIENCE.into(),
+        username: DEFAULT_AGENT_USERNAME.into(),
+    });
+    let source = StateSource::Kubernetes(client);
+    let mesh = mesh_with("ca-kube-state", Duration::from_secs(60), auth, Some(source)).await;
+    let token = mesh.dir.join("projected.token");
+    std::fs::write(&token, "tok-a\n").expect("token file");
+    let ask = |sa: &'static str| {
+        let client = CaClient::new(mesh.client("node-a", &token));
+        async move {
+            let (_, csr) = new_request(&id(sa)).expect("csr");
+            client.sign(csr, &[]).await.map(|_| ())
+        }
+    };
+    let deadline = tokio::time::Instant::now() + super::harness::WAIT;
+    while ask("web").await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "web never signed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(refusal(ask("db").await), Some((403, "not_on_node".into())));
+
+    api.apply(pod("db", "10.244.1.6")).expect("pod");
+    while ask("db").await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "db never signed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

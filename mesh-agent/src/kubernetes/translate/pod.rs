@@ -88,6 +88,7 @@ pub(in crate::kubernetes) fn pod(pod: Pod) -> Translated {
         qos_class: status.qos_class,
         cgroup: None,
         cgroup_id: None,
+        cgroup_unresolved: None,
         enrolled: false,
     };
     Ok(Some(Record::Pod(PodRecord {

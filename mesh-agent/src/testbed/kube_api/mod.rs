@@ -110,6 +110,20 @@ impl FakeApi {
         Ok(kube::Config::new(uri))
     }
 
+    /// Writes a kubeconfig naming this server (plain HTTP, no credentials) to `path`, for a
+    /// process that builds its client with `kube::Client::try_default` (`KUBECONFIG=<path>`).
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> Result<()> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: fake, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: default}}}}]\n\
+             current-context: fake\n",
+            self.url()
+        );
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
     pub fn client(&self) -> Result<kube::Client> {
         kube::Client::try_from(self.config()?).context("fake API server: building a client")
     }
