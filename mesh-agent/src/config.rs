@@ -88,6 +88,12 @@ pub struct AgentConfig {
     #[arg(long)]
     pub keep_datapath: bool,
 
+    /// Same-node acceleration: data between a pod and the node proxy, and between the proxy
+    /// and a pod of this node, goes socket to socket (sockops + sk_msg) instead of through
+    /// TCP/IP. `--sockmap=false` turns it off for connections opened from then on.
+    #[arg(long, env = "WEFT_SOCKMAP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sockmap: bool,
+
     /// Destination CIDR never captured (repeatable).
     #[arg(long = "exclude-cidr", value_name = "CIDR")]
     pub exclude_cidrs: Vec<Cidr>,
