@@ -163,21 +163,22 @@ fn assert_echoed(r: &Value) {
     assert_eq!(r["sent_digest"], r["received_digest"], "{r}");
 }
 
-/// On (the default): a 1 MiB echo through the proxy to a pod of the same node comes back intact
+/// On: a 1 MiB echo through the proxy to a pod of the same node comes back intact
 /// while neither pod's veth carries the payload, and the counters account for all four copies
 /// (client -> proxy -> server and back). Across nodes the client's hop is still short-circuited.
 /// HTTP keep-alive through the L7 proxy works on accelerated sockets.
 #[test]
 fn same_node_payload_skips_the_veths_and_round_trips_intact() -> Result<()> {
     let bed = bed("smapon")?;
-    let agent = bed.agent("a", &[])?;
-    let _agent_b = bed.agent("b", &[])?;
+    let agent = bed.agent("a", &["--sockmap=true"])?;
+    let _agent_b = bed.agent("b", &["--sockmap=true"])?;
 
     let (client0, local0) = (bed.veth_bytes("client")?, bed.veth_bytes("local")?);
     let r = bed.bulk(ECHO_LOCAL)?;
     assert_echoed(&r);
     let client = bed.veth_bytes("client")? - client0;
     let local = bed.veth_bytes("local")? - local0;
+    eprintln!("accelerated 1 MiB echo: client veth {client} B, server veth {local} B");
     assert!(client < CONTROL_BYTES, "client veth carried {client} bytes");
     assert!(local < CONTROL_BYTES, "server veth carried {local} bytes");
     assert!(
@@ -207,7 +208,7 @@ fn same_node_payload_skips_the_veths_and_round_trips_intact() -> Result<()> {
 #[test]
 fn short_connections_leave_the_sockhash_empty() -> Result<()> {
     let bed = bed("smapchrn")?;
-    let agent = bed.agent("a", &[])?;
+    let agent = bed.agent("a", &["--sockmap=true"])?;
     assert_eq!(entries(&bed, &agent, "SOCKHASH"), 0);
 
     let to = format!("{LINE_LOCAL}:80");
@@ -233,16 +234,17 @@ fn short_connections_leave_the_sockhash_empty() -> Result<()> {
     Ok(())
 }
 
-/// `--sockmap=false`: the same echo works, and its bytes cross both veths.
+/// Off (the default): the same echo works, and its bytes cross both veths.
 #[test]
 fn turned_off_the_payload_crosses_the_veths() -> Result<()> {
     let bed = bed("smapoff")?;
-    let agent = bed.agent("a", &["--sockmap=false"])?;
+    let agent = bed.agent("a", &[])?;
 
     let (client0, local0) = (bed.veth_bytes("client")?, bed.veth_bytes("local")?);
     assert_echoed(&bed.bulk(ECHO_LOCAL)?);
     let client = bed.veth_bytes("client")? - client0;
     let local = bed.veth_bytes("local")? - local0;
+    eprintln!("plain 1 MiB echo: client veth {client} B, server veth {local} B");
     assert!(client > 2 * MIB, "client veth carried {client} bytes");
     assert!(local > 2 * MIB, "server veth carried {local} bytes");
     assert_eq!(redirected_bytes(&bed, &agent), 0);

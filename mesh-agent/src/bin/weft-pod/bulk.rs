@@ -2,6 +2,10 @@
 //! pseudo-random pattern through such an echo while reading the echo back, and reports whether
 //! every byte came back in order (with a digest of each side), so a test can prove a large
 //! upload and download crossed a path intact. Every wait is bounded.
+//!
+//! A blocking read that fails with EAGAIN before its time limit is retried and counted
+//! (`spurious_eagain`): on Linux 6.18 a socket in a sockhash returns EAGAIN from a blocking
+//! `recv()` when it is woken without data (e.g. by the ACK of its own FIN).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -114,7 +118,7 @@ pub fn bulk(args: &BulkArgs) -> Result<serde_json::Value> {
         Ok(digest.0)
     });
 
-    let (received, matched, received_digest, read_error) = receive(stream);
+    let (received, matched, received_digest, spurious, read_error) = receive(stream, limit);
     let sent_digest = sending
         .join()
         .map_err(|_| anyhow::anyhow!("sender panicked"))?;
@@ -130,18 +134,21 @@ pub fn bulk(args: &BulkArgs) -> Result<serde_json::Value> {
         "received_digest": format!("{received_digest:016x}"),
         "write_error": write_error,
         "read_error": read_error,
+        "spurious_eagain": spurious,
         "elapsed_ms": start.elapsed().as_millis() as u64,
     }))
 }
 
-/// Reads the echo to EOF, comparing it with the pattern as it arrives.
-fn receive(mut stream: TcpStream) -> (u64, bool, u64, Option<String>) {
+/// Reads the echo to EOF, comparing it with the pattern as it arrives. Each read may take
+/// `limit`; an EAGAIN well before that is a spurious wake-up, retried and counted.
+fn receive(mut stream: TcpStream, limit: Duration) -> (u64, bool, u64, u64, Option<String>) {
     let mut digest = Digest::new();
     let mut buf = vec![0u8; 64 << 10];
-    let (mut received, mut matched) = (0u64, true);
+    let (mut received, mut matched, mut spurious) = (0u64, true, 0u64);
     loop {
+        let asked = Instant::now();
         match stream.read(&mut buf) {
-            Ok(0) => return (received, matched, digest.0, None),
+            Ok(0) => return (received, matched, digest.0, spurious, None),
             Ok(n) => {
                 let got = &buf[..n];
                 matched &= got
@@ -152,7 +159,10 @@ fn receive(mut stream: TcpStream) -> (u64, bool, u64, Option<String>) {
                 received += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return (received, false, digest.0, Some(e.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && asked.elapsed() < limit / 2 => {
+                spurious += 1;
+            }
+            Err(e) => return (received, false, digest.0, spurious, Some(e.to_string())),
         }
     }
 }
