@@ -8,7 +8,7 @@
 //! in-flight connections drained, then the datapath is detached or left pinned for the next
 //! agent.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -92,7 +92,10 @@ async fn serve(
     pin_dir: &std::path::Path,
     signals: &mut Signals,
 ) -> anyhow::Result<()> {
-    let report = datapath.sync(&attachments(&feed.initial, &cfg.node))?;
+    let report = datapath.sync(
+        &attachments(&feed.initial, &cfg.node),
+        &local_pod_addrs(&feed.initial, &cfg.node),
+    )?;
 
     let mut outbound_listeners = vec![
         bind(
@@ -235,6 +238,7 @@ fn datapath_config(cfg: &AgentConfig, proxy_cgroup: PathBuf) -> DatapathConfig {
             .collect(),
         exclude_ports: cfg.exclude_ports.clone(),
         proxy_cgroup,
+        sockmap: cfg.sockmap,
     }
 }
 
@@ -257,8 +261,9 @@ async fn resync(
         let snapshot = snapshots.borrow_and_update().clone();
         outbound.forget_removed_services(&snapshot);
         let pods = attachments(&snapshot, &node);
+        let addrs = local_pod_addrs(&snapshot, &node);
         let dp = datapath.clone();
-        match tokio::task::spawn_blocking(move || dp.sync(&pods)).await {
+        match tokio::task::spawn_blocking(move || dp.sync(&pods, &addrs)).await {
             Ok(Ok(report)) => {
                 log_sync(&report);
                 propagation.applied(&snapshot);
@@ -284,6 +289,14 @@ fn attachments(state: &MeshState, node: &str) -> Vec<PodAttachment> {
                 strict: strict_mode(state, w),
             })
         })
+        .collect()
+}
+
+/// Addresses of the enrolled pods of `node`: the proxy's connections to them are accelerated.
+fn local_pod_addrs(state: &MeshState, node: &str) -> Vec<IpAddr> {
+    state
+        .enrolled_on(node)
+        .flat_map(|w| w.ips.iter().copied())
         .collect()
 }
 
@@ -320,13 +333,14 @@ impl SharedDatapath {
         }
     }
 
-    /// Refreshes the node's own addresses (the sources STRICT pods accept) before every sync,
-    /// the first one right after open included.
-    fn sync(&self, pods: &[PodAttachment]) -> anyhow::Result<SyncReport> {
+    /// Refreshes the node's own addresses (the sources STRICT pods accept) and its pods'
+    /// addresses before every sync, the first one right after open included.
+    fn sync(&self, pods: &[PodAttachment], pod_addrs: &[IpAddr]) -> anyhow::Result<SyncReport> {
         self.with(|dp| {
             let local =
                 datapath::local_addresses().context("listing the node's addresses (getifaddrs)")?;
             dp.set_inbound_allow(&local)?;
+            dp.set_local_pods(pod_addrs)?;
             dp.sync(pods)
         })
     }

@@ -104,6 +104,14 @@ pub struct AgentConfig {
     #[arg(long)]
     pub keep_datapath: bool,
 
+    /// Same-node acceleration: data between a pod and the node proxy, and between the proxy
+    /// and a pod of this node, goes socket to socket (sockops + sk_msg) instead of through
+    /// TCP/IP. Off by default: on Linux 6.18 a blocking `recv()` on an accelerated pod socket
+    /// can fail with EAGAIN when woken without data (docs/architecture.md). Applies to
+    /// connections opened from then on.
+    #[arg(long, env = "WEFT_SOCKMAP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub sockmap: bool,
+
     /// Destination CIDR never captured (repeatable).
     #[arg(long = "exclude-cidr", value_name = "CIDR")]
     pub exclude_cidrs: Vec<Cidr>,

@@ -175,6 +175,7 @@ fn open_datapath(bed: &TestBed, node: &str) -> Result<Datapath> {
         exclude_cidrs: Vec::new(),
         exclude_ports: Vec::new(),
         proxy_cgroup: n.agent_cgroup.clone(),
+        sockmap: true,
     })?;
     let local = bed.in_netns(node, local_addresses)??;
     ensure!(

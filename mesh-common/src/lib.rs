@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned maps live under `<pin dir>/v<LAYOUT_VERSION>/`, so an
 /// agent with a different layout never reuses maps it cannot read.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Default TCP port of the node proxy's outbound listener (captured connections land here).
 pub const OUTBOUND_PORT: u16 = 15001;
@@ -37,6 +37,10 @@ pub const MAX_EXCLUDED_PORTS: u32 = 256;
 /// Room for every address of the node's network namespace (one link-local address per pod veth
 /// included).
 pub const MAX_INBOUND_ALLOW: u32 = 4096;
+/// Sockets in the same-node acceleration map (`SOCKHASH`) and its mirror (`SOCK_MIRROR`).
+pub const MAX_SOCKETS: u32 = 65_536;
+/// Addresses of the node's enrolled pods (`LOCAL_PODS`); a pod may have an IPv4 and an IPv6.
+pub const MAX_LOCAL_POD_ADDRS: u32 = 2 * MAX_PODS;
 
 /// Flags in [`NodeConfig::flags`].
 pub mod node_flags {
@@ -44,6 +48,9 @@ pub mod node_flags {
     pub const READY: u32 = 1;
     /// While not ready, refuse connections (EPERM) instead of letting them through.
     pub const FAIL_CLOSED: u32 = 2;
+    /// Same-node acceleration: new local meshed connections enter `SOCKHASH`, and their data
+    /// skips the TCP/IP stack. Clearing it stops new entries; sockets already in keep theirs.
+    pub const SOCKMAP: u32 = 4;
 }
 
 /// Flags in [`PodEntry::flags`].
@@ -108,6 +115,45 @@ pub struct ClientKey {
     pub port: u32,
 }
 
+/// Key of `SOCKHASH` and `SOCK_MIRROR`: one TCP socket as its own side sees it. The peer of a
+/// local connection has the same key with local and remote swapped ([`SockKey::peer`]). There is
+/// no network-namespace component: each node agent has its own maps and only inserts sockets of
+/// its own pods and proxy, whose tuples are unique on the node.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockKey {
+    /// IPv4 as `::ffff:a.b.c.d`; each word in network byte order.
+    pub local_ip6: [u32; 4],
+    pub remote_ip6: [u32; 4],
+    /// Host byte order.
+    pub local_port: u32,
+    pub remote_port: u32,
+}
+
+impl SockKey {
+    /// The key of the socket at the other end of this connection.
+    pub const fn peer(&self) -> SockKey {
+        SockKey {
+            local_ip6: self.remote_ip6,
+            remote_ip6: self.local_ip6,
+            local_port: self.remote_port,
+            remote_port: self.local_port,
+        }
+    }
+}
+
+/// Values of `SOCK_MIRROR`: what the socket's sends do. The decision is taken at the first send
+/// and only ever moves to [`sock_state::PASS`], so the bytes of one direction never travel by
+/// two paths at once (the receiver would read the redirected ones first).
+pub mod sock_state {
+    /// In the map, no data sent yet.
+    pub const UNDECIDED: u32 = 0;
+    /// Sends go straight into the peer socket's receive queue.
+    pub const REDIRECT: u32 = 1;
+    /// Sends take the TCP path (the peer was not accelerated, or a redirect failed).
+    pub const PASS: u32 = 2;
+}
+
 /// Key of the `INBOUND_ALLOW` hash map: an IPv6 address, IPv4 as `::ffff:a.b.c.d`, each word in
 /// network byte order.
 pub type AddrKey = [u32; 4];
@@ -135,10 +181,18 @@ pub enum Counter {
     /// A plaintext TCP SYN into a STRICT pod from neither the node nor the pod itself: dropped
     /// (each retransmitted SYN counts again).
     DroppedPlaintext = 6,
+    /// Sockets that entered the same-node acceleration map.
+    SockmapSockets = 7,
+    /// Messages (one per send, or per chunk of a large send) redirected to the peer socket.
+    SockmapRedirected = 8,
+    /// Bytes of those messages.
+    SockmapRedirectedBytes = 9,
+    /// Messages of accelerated sockets that took the TCP path: the peer was not in the map.
+    SockmapPassed = 10,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 11;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Captured,
         Counter::PassedNotEnrolled,
@@ -147,7 +201,22 @@ impl Counter {
         Counter::RejectedNotReady,
         Counter::Errors,
         Counter::DroppedPlaintext,
+        Counter::SockmapSockets,
+        Counter::SockmapRedirected,
+        Counter::SockmapRedirectedBytes,
+        Counter::SockmapPassed,
     ];
+
+    /// Whether this counts same-node acceleration rather than a connection decision.
+    pub const fn is_sockmap(self) -> bool {
+        matches!(
+            self,
+            Counter::SockmapSockets
+                | Counter::SockmapRedirected
+                | Counter::SockmapRedirectedBytes
+                | Counter::SockmapPassed
+        )
+    }
 
     /// Stable label used in metrics and the CLI.
     pub const fn name(self) -> &'static str {
@@ -159,6 +228,10 @@ impl Counter {
             Counter::RejectedNotReady => "rejected_not_ready",
             Counter::Errors => "errors",
             Counter::DroppedPlaintext => "dropped_plaintext",
+            Counter::SockmapSockets => "sockmap_sockets",
+            Counter::SockmapRedirected => "sockmap_redirected",
+            Counter::SockmapRedirectedBytes => "sockmap_redirected_bytes",
+            Counter::SockmapPassed => "sockmap_passed",
         }
     }
 }
@@ -173,7 +246,10 @@ pub mod maps {
     pub const EXCLUDE_PORTS: &str = "EXCLUDE_PORTS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const INBOUND_ALLOW: &str = "INBOUND_ALLOW";
-    pub const ALL: [&str; 8] = [
+    pub const SOCKHASH: &str = "SOCKHASH";
+    pub const SOCK_MIRROR: &str = "SOCK_MIRROR";
+    pub const LOCAL_PODS: &str = "LOCAL_PODS";
+    pub const ALL: [&str; 11] = [
         CONFIG,
         PODS,
         ORIG_BY_COOKIE,
@@ -182,6 +258,9 @@ pub mod maps {
         EXCLUDE_PORTS,
         COUNTERS,
         INBOUND_ALLOW,
+        SOCKHASH,
+        SOCK_MIRROR,
+        LOCAL_PODS,
     ];
 }
 
@@ -207,6 +286,7 @@ mod pod_impls {
     unsafe impl aya::Pod for super::PodEntry {}
     unsafe impl aya::Pod for super::Origin {}
     unsafe impl aya::Pod for super::ClientKey {}
+    unsafe impl aya::Pod for super::SockKey {}
 }
 
 #[cfg(test)]
@@ -219,6 +299,23 @@ mod tests {
         assert_eq!(core::mem::size_of::<PodEntry>(), 8);
         assert_eq!(core::mem::size_of::<Origin>(), 40);
         assert_eq!(core::mem::size_of::<ClientKey>(), 20);
+        assert_eq!(core::mem::size_of::<SockKey>(), 40);
+    }
+
+    #[test]
+    fn peer_key_swaps_the_ends() {
+        let key = SockKey {
+            local_ip6: v4_mapped(u32::from_ne_bytes([10, 244, 1, 2])),
+            remote_ip6: v4_mapped(u32::from_ne_bytes(PROXY_IPV4)),
+            local_port: 40_000,
+            remote_port: u32::from(OUTBOUND_PORT),
+        };
+        let peer = key.peer();
+        assert_eq!(peer.local_ip6, key.remote_ip6);
+        assert_eq!(peer.remote_port, 40_000);
+        assert_eq!(peer.local_port, 15_001);
+        assert_eq!(peer.peer(), key);
+        assert_ne!(peer, key);
     }
 
     #[test]

@@ -6,13 +6,17 @@
 //! (forget records of connects that never reached TCP) and `cgroup_skb/ingress` (STRICT pods:
 //! drop plaintext connection attempts from outside the node). The proxy's cgroup gets
 //! `getsockopt`, which answers `SO_ORIGINAL_DST` and weft's own origin query from the client-tuple
-//! map. The maps and their layouts come from `mesh-common`; the agent pins them per node.
+//! map. For same-node acceleration, `sockops` (pods) and `weft_proxy_sockops` (the proxy's
+//! cgroup) put local meshed sockets into `SOCKHASH`, where `weft_sk_msg` hands each send straight
+//! to the peer socket. The maps and their layouts come from `mesh-common`; the agent pins them
+//! per node.
 #![no_std]
 #![no_main]
 
 mod connect;
 mod inbound;
 mod maps;
+mod sockmap;
 mod sockops;
 mod sockopt;
 

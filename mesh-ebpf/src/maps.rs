@@ -4,11 +4,12 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SockHash},
 };
 use mesh_common::{
     AddrKey, CidrKey, ClientKey, Counter, MAX_CGROUP_DEPTH, MAX_EXCLUDED_CIDRS, MAX_EXCLUDED_PORTS,
-    MAX_INBOUND_ALLOW, MAX_INFLIGHT, MAX_PODS, NodeConfig, Origin, PodEntry,
+    MAX_INBOUND_ALLOW, MAX_INFLIGHT, MAX_LOCAL_POD_ADDRS, MAX_PODS, MAX_SOCKETS, NodeConfig,
+    Origin, PodEntry, SockKey,
 };
 
 /// Where captured connections go; written by the agent, one entry.
@@ -41,6 +42,22 @@ pub static EXCLUDE_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_EXCLU
 #[map]
 pub static INBOUND_ALLOW: HashMap<AddrKey, u8> = HashMap::with_max_entries(MAX_INBOUND_ALLOW, 0);
 
+/// Same-node acceleration: local meshed sockets, keyed as their own side sees them. The agent
+/// attaches `weft_sk_msg` to this map before any socket can enter it.
+#[map]
+pub static SOCKHASH: SockHash<SockKey> = SockHash::with_max_entries(MAX_SOCKETS, 0);
+
+/// The keys present in `SOCKHASH` with each socket's send decision ([`mesh_common::sock_state`]):
+/// redirecting to a key missing from the sockhash would drop the message, and a sockhash cannot
+/// be asked cheaply whether it holds a key. LRU, so a socket whose close went unseen (its pod
+/// was released meanwhile) cannot fill it.
+#[map]
+pub static SOCK_MIRROR: LruHashMap<SockKey, u32> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+
+/// Addresses of the node's enrolled pods: the proxy's connections to them are accelerated.
+#[map]
+pub static LOCAL_PODS: HashMap<AddrKey, u8> = HashMap::with_max_entries(MAX_LOCAL_POD_ADDRS, 0);
+
 /// Per-CPU decision counters, indexed by [`Counter`]; per-CPU because the BPF target has no
 /// atomic add we could use here.
 #[map]
@@ -48,10 +65,15 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::C
 
 #[inline(always)]
 pub fn count(counter: Counter) {
+    count_n(counter, 1);
+}
+
+#[inline(always)]
+pub fn count_n(counter: Counter, n: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: the pointer comes from a successful lookup in a per-CPU array, so it points at
         // this CPU's slot, which no other program can touch concurrently.
-        unsafe { *slot += 1 };
+        unsafe { *slot += n };
     }
 }
 

@@ -3,6 +3,10 @@
 //! established it moves to the client tuple, the key the proxy can compute from its accepted
 //! socket; it is deleted when the client socket reaches TCP_CLOSE. `sock_release` removes cookie
 //! records of connects that failed before TCP sent anything (no sockops callback fires for those).
+//!
+//! The same callbacks put local meshed sockets into the acceleration map (`sockmap`): the pod's
+//! captured socket, the server pod's accepted socket whose peer is the proxy, and, from
+//! `weft_proxy_sockops` on the proxy's cgroup, the proxy's own two ends.
 
 use core::{
     ffi::c_void,
@@ -11,9 +15,9 @@ use core::{
 
 use aya_ebpf::{
     bindings::{
-        BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RTO_CB_FLAG,
-        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
-        BPF_TCP_CLOSE,
+        BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_RTO_CB_FLAG, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE,
     },
     helpers::bpf_get_socket_cookie,
     macros::{cgroup_sock, sock_ops},
@@ -24,6 +28,7 @@ use mesh_common::{ClientKey, as_v4, v4_mapped};
 use crate::{
     connect::AF_INET,
     maps::{ORIG_BY_CLIENT, ORIG_BY_COOKIE},
+    sockmap,
 };
 
 const IPPROTO_TCP: u32 = 6;
@@ -32,9 +37,29 @@ const IPPROTO_TCP: u32 = 6;
 pub fn weft_sockops(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
         BPF_SOCK_OPS_TCP_CONNECT_CB => watch_if_captured(&ctx),
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_established(&ctx),
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+            if on_established(&ctx) {
+                sockmap::accelerate(&ctx, sockmap::sockops_key(&ctx));
+            }
+        }
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => sockmap::accelerate_if_peer(&ctx),
         // args[1] is the new state.
-        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => on_close(&ctx),
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => {
+            on_close(&ctx);
+            sockmap::forget(&ctx);
+        }
+        _ => {}
+    }
+    1
+}
+
+/// On the proxy's cgroup: only same-node acceleration (the proxy's sockets carry no records).
+#[sock_ops]
+pub fn weft_proxy_sockops(ctx: SockOpsContext) -> u32 {
+    match ctx.op() {
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => sockmap::accelerate_if_local_pod(&ctx),
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => sockmap::accelerate_if_peer(&ctx),
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => sockmap::forget(&ctx),
         _ => {}
     }
     1
@@ -58,11 +83,12 @@ fn watch_if_captured(ctx: &SockOpsContext) {
     let _ = ctx.set_cb_flags(flags as i32);
 }
 
+/// Moves a captured connection's record to its client tuple; false when it was not captured.
 #[inline(always)]
-fn on_established(ctx: &SockOpsContext) {
+fn on_established(ctx: &SockOpsContext) -> bool {
     let cookie = cookie_of(ctx);
     let Some(origin) = ORIG_BY_COOKIE.get_ptr(cookie) else {
-        return;
+        return false;
     };
     // SAFETY: the pointer comes from a successful lookup; the value is copied out at once.
     let origin = unsafe { *origin };
@@ -70,6 +96,7 @@ fn on_established(ctx: &SockOpsContext) {
     // as an unattributed connection; nothing better can be done from here.
     let _ = ORIG_BY_CLIENT.insert(client_key(ctx), origin, BPF_ANY as u64);
     let _ = ORIG_BY_COOKIE.remove(cookie);
+    true
 }
 
 #[inline(always)]

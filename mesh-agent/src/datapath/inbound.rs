@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use aya::maps::MapError;
+use aya::maps::{HashMap, MapData, MapError};
 use mesh_common::{AddrKey, MAX_INBOUND_ALLOW, maps};
 
 use super::{loader::NodeMaps, tables};
@@ -92,33 +92,40 @@ pub fn addr_key(ip: IpAddr) -> AddrKey {
     }
 }
 
-/// Makes `INBOUND_ALLOW` hold exactly `addrs`. New addresses go in before stale ones come out,
-/// so an address in both sets is never missing.
+/// Makes `INBOUND_ALLOW` hold exactly `addrs`.
 pub fn replace(maps: &mut NodeMaps, addrs: &[IpAddr]) -> anyhow::Result<()> {
+    replace_set(
+        &mut maps.inbound_allow,
+        maps::INBOUND_ALLOW,
+        MAX_INBOUND_ALLOW,
+        addrs,
+    )
+}
+
+/// Makes an address set (`INBOUND_ALLOW`, `LOCAL_PODS`) hold exactly `addrs`. New addresses go
+/// in before stale ones come out, so an address in both sets is never missing.
+pub fn replace_set(
+    map: &mut HashMap<MapData, AddrKey, u8>,
+    name: &str,
+    max: u32,
+    addrs: &[IpAddr],
+) -> anyhow::Result<()> {
     let wanted: BTreeSet<AddrKey> = addrs.iter().map(|&ip| addr_key(ip)).collect();
-    if wanted.len() > MAX_INBOUND_ALLOW as usize {
-        bail!(
-            "{}: {} node addresses, at most {MAX_INBOUND_ALLOW} fit",
-            maps::INBOUND_ALLOW,
-            wanted.len()
-        );
+    if wanted.len() > max as usize {
+        bail!("{name}: {} addresses, at most {max} fit", wanted.len());
     }
     for key in &wanted {
-        maps.inbound_allow
-            .insert(key, 1, 0)
-            .with_context(|| format!("filling {}", maps::INBOUND_ALLOW))?;
+        map.insert(key, 1, 0)
+            .with_context(|| format!("filling {name}"))?;
     }
-    let present = maps
-        .inbound_allow
+    let present = map
         .keys()
         .collect::<Result<Vec<_>, MapError>>()
-        .with_context(|| format!("listing {}", maps::INBOUND_ALLOW))?;
+        .with_context(|| format!("listing {name}"))?;
     for key in present.iter().filter(|k| !wanted.contains(*k)) {
-        match maps.inbound_allow.remove(key) {
+        match map.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("pruning {}", maps::INBOUND_ALLOW));
-            }
+            Err(e) => return Err(e).with_context(|| format!("pruning {name}")),
         }
     }
     Ok(())

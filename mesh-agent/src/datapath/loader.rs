@@ -9,10 +9,10 @@ use std::os::fd::{AsFd as _, BorrowedFd};
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
-    programs::{CgroupSkb, CgroupSock, CgroupSockAddr, CgroupSockopt, SockOps},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, SockHash},
+    programs::{CgroupSkb, CgroupSock, CgroupSockAddr, CgroupSockopt, SkMsg, SockOps},
 };
-use mesh_common::{AddrKey, CidrKey, ClientKey, NodeConfig, Origin, PodEntry, maps};
+use mesh_common::{AddrKey, CidrKey, ClientKey, NodeConfig, Origin, PodEntry, SockKey, maps};
 
 use super::{pins::PinLayout, sys};
 
@@ -28,6 +28,10 @@ pub enum Prog {
     SockRelease,
     Ingress,
     GetSockopt,
+    /// Same-node acceleration on the proxy's cgroup.
+    ProxySockOps,
+    /// Attached to the SOCKHASH map, not to a cgroup.
+    SkMsg,
 }
 
 impl Prog {
@@ -39,7 +43,19 @@ impl Prog {
         Prog::SockRelease,
         Prog::Ingress,
     ];
-    pub const ALL: [Prog; 6] = [
+    /// Every program of the object, loaded at start.
+    pub const ALL: [Prog; 8] = [
+        Prog::Connect4,
+        Prog::Connect6,
+        Prog::SockOps,
+        Prog::SockRelease,
+        Prog::Ingress,
+        Prog::GetSockopt,
+        Prog::ProxySockOps,
+        Prog::SkMsg,
+    ];
+    /// One per cgroup attach type weft uses: what a cgroup is asked about.
+    pub const CGROUP_TYPES: [Prog; 6] = [
         Prog::Connect4,
         Prog::Connect6,
         Prog::SockOps,
@@ -57,6 +73,8 @@ impl Prog {
             Prog::SockRelease => "weft_sock_release",
             Prog::Ingress => "weft_ingress",
             Prog::GetSockopt => "weft_getsockopt",
+            Prog::ProxySockOps => "weft_proxy_sockops",
+            Prog::SkMsg => "weft_sk_msg",
         }
     }
 
@@ -69,6 +87,8 @@ impl Prog {
             Prog::SockRelease => "sock_release",
             Prog::Ingress => "ingress",
             Prog::GetSockopt => "getsockopt",
+            Prog::ProxySockOps => "proxy_sockops",
+            Prog::SkMsg => "sk_msg",
         }
     }
 
@@ -80,6 +100,8 @@ impl Prog {
             Prog::SockRelease => sys::ATTACH_SOCK_RELEASE,
             Prog::Ingress => sys::ATTACH_INET_INGRESS,
             Prog::GetSockopt => sys::ATTACH_GETSOCKOPT,
+            Prog::ProxySockOps => sys::ATTACH_SOCK_OPS,
+            Prog::SkMsg => sys::ATTACH_SK_MSG_VERDICT,
         }
     }
 
@@ -92,6 +114,8 @@ impl Prog {
             Prog::SockRelease => "cgroup_inet_sock_release",
             Prog::Ingress => "cgroup_inet_ingress",
             Prog::GetSockopt => "cgroup_getsockopt",
+            Prog::ProxySockOps => "sock_ops",
+            Prog::SkMsg => "sk_msg_verdict",
         }
     }
 }
@@ -106,6 +130,9 @@ pub struct NodeMaps {
     pub exclude_ports: HashMap<MapData, u16, u8>,
     pub counters: PerCpuArray<MapData, u64>,
     pub inbound_allow: HashMap<MapData, AddrKey, u8>,
+    pub sockhash: SockHash<MapData, SockKey>,
+    pub sock_mirror: HashMap<MapData, SockKey, u32>,
+    pub local_pods: HashMap<MapData, AddrKey, u8>,
 }
 
 /// The loaded object's programs: verified and loaded, not attached. Keeping this alive keeps
@@ -140,6 +167,9 @@ impl Loaded {
             exclude_ports: typed(&mut ebpf, maps::EXCLUDE_PORTS)?,
             counters: typed(&mut ebpf, maps::COUNTERS)?,
             inbound_allow: typed(&mut ebpf, maps::INBOUND_ALLOW)?,
+            sockhash: typed(&mut ebpf, maps::SOCKHASH)?,
+            sock_mirror: typed(&mut ebpf, maps::SOCK_MIRROR)?,
+            local_pods: typed(&mut ebpf, maps::LOCAL_PODS)?,
         };
         Ok((Self { ebpf }, maps))
     }
@@ -165,8 +195,12 @@ fn load_program(ebpf: &mut Ebpf, prog: Prog) -> anyhow::Result<()> {
             let p: &mut CgroupSockAddr = program.try_into()?;
             p.load()?;
         }
-        Prog::SockOps => {
+        Prog::SockOps | Prog::ProxySockOps => {
             let p: &mut SockOps = program.try_into()?;
+            p.load()?;
+        }
+        Prog::SkMsg => {
+            let p: &mut SkMsg = program.try_into()?;
             p.load()?;
         }
         Prog::SockRelease => {

@@ -6,7 +6,8 @@
 //!
 //! Everything a node needs survives the agent: maps and pod links are pinned under
 //! `<bpffs>/weft/<node>/v<LAYOUT_VERSION>/` ([`pins`]), and the next agent adopts them instead of
-//! attaching again ([`pods`]). Only the proxy's getsockopt link lives and dies with the agent.
+//! attaching again ([`pods`]). Only the proxy's getsockopt link lives and dies with the agent,
+//! and so do the links of same-node acceleration ([`sockmap`]).
 //!
 //! [`Origin`]: mesh_common::Origin
 
@@ -15,6 +16,7 @@ mod inbound;
 mod loader;
 mod pins;
 mod pods;
+mod sockmap;
 mod sys;
 mod tables;
 
@@ -30,7 +32,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use mesh_common::Counter;
+use mesh_common::{Counter, node_flags};
 use tracing::{info, warn};
 
 use cgroups::CgroupRoot;
@@ -57,6 +59,9 @@ pub struct DatapathConfig {
     pub exclude_ports: Vec<u16>,
     /// cgroup v2 directory of the proxy; the getsockopt program is attached here.
     pub proxy_cgroup: PathBuf,
+    /// Same-node acceleration: local meshed connections exchange data socket to socket
+    /// (sockops + sk_msg + sockhash) instead of through the TCP/IP stack.
+    pub sockmap: bool,
 }
 
 /// A pod whose cgroup must be captured.
@@ -104,6 +109,8 @@ pub struct Datapath {
     pods: BTreeMap<String, PodState>,
     /// The proxy's getsockopt attachment: deliberately not pinned, it ends with this agent.
     _proxy_link: OwnedFd,
+    /// sk_msg on SOCKHASH and sockops on the proxy cgroup, when acceleration is on.
+    _accel: Option<sockmap::AccelLinks>,
 }
 
 impl Datapath {
@@ -136,6 +143,15 @@ impl Datapath {
             Prog::GetSockopt.attach_type(),
         )
         .with_context(|| format!("attaching getsockopt to {}", cfg.proxy_cgroup.display()))?;
+        let accel = if cfg.sockmap {
+            let links = sockmap::attach(&loaded, &maps, proxy_cgroup.as_fd())?;
+            // Only now: a socket entering SOCKHASH before sk_msg was attached would keep no
+            // program.
+            tables::set_flag(&mut maps, node_flags::SOCKMAP, true)?;
+            Some(links)
+        } else {
+            None
+        };
 
         // Only now that the new programs loaded: a failed load leaves the old datapath running.
         for dir in pins::remove_other_versions(&cfg.bpffs, &cfg.node)? {
@@ -151,6 +167,7 @@ impl Datapath {
             cgroups,
             pods: BTreeMap::new(),
             _proxy_link: proxy_link,
+            _accel: accel,
         };
         for uid in datapath.layout.pod_uids().context("listing pinned pods")? {
             datapath.adopt_or_collect(&uid, None)?;
@@ -160,6 +177,7 @@ impl Datapath {
             node = %datapath.cfg.node,
             pins = %datapath.layout.root().display(),
             adopted = datapath.pods.len(),
+            sockmap = datapath.cfg.sockmap,
             "datapath loaded"
         );
         Ok(datapath)
@@ -243,6 +261,12 @@ impl Datapath {
         inbound::replace(self.maps_mut(), addrs)
     }
 
+    /// Replaces the addresses of the node's enrolled pods: the proxy's connections to them are
+    /// accelerated (when [`DatapathConfig::sockmap`] is on).
+    pub fn set_local_pods(&mut self, addrs: &[IpAddr]) -> anyhow::Result<()> {
+        sockmap::set_local_pods(self.maps_mut(), addrs)
+    }
+
     /// Sets or clears READY: whether captured connections go to the proxy now.
     pub fn set_ready(&self, ready: bool) -> anyhow::Result<()> {
         tables::set_ready(&mut self.lock_maps(), ready)
@@ -253,9 +277,13 @@ impl Datapath {
         tables::counters(&self.lock_maps())
     }
 
-    /// Current number of entries of PODS, ORIG_BY_COOKIE, ORIG_BY_CLIENT and INBOUND_ALLOW.
+    /// Current number of entries of PODS, ORIG_BY_COOKIE, ORIG_BY_CLIENT, INBOUND_ALLOW,
+    /// SOCKHASH, SOCK_MIRROR and LOCAL_PODS.
     pub fn map_entries(&self) -> anyhow::Result<Vec<(&'static str, usize)>> {
-        tables::entries(&self.lock_maps())
+        let maps = self.lock_maps();
+        let mut entries = tables::entries(&maps)?;
+        entries.extend(sockmap::entries(&maps)?);
+        Ok(entries)
     }
 
     /// `<bpffs>/weft/<node>/v<LAYOUT_VERSION>`.
@@ -267,6 +295,8 @@ impl Datapath {
     /// withdraw every pod, detach every pod program and remove the node's pin directory.
     pub fn close(mut self, keep: bool) -> anyhow::Result<()> {
         tables::set_ready(self.maps_mut(), false)?;
+        // The sk_msg link ends with this agent: no socket may enter SOCKHASH without it.
+        tables::set_flag(self.maps_mut(), node_flags::SOCKMAP, false)?;
         if keep {
             info!(node = %self.cfg.node, "datapath left pinned for the next agent");
             return Ok(());
@@ -278,8 +308,10 @@ impl Datapath {
             loaded,
             maps,
             _proxy_link: proxy_link,
+            _accel: accel,
             ..
         } = self;
+        drop(accel);
         drop(proxy_link);
         drop(maps);
         drop(loaded);
@@ -363,7 +395,7 @@ pub fn attached_programs(cgroup: &Path) -> anyhow::Result<Vec<AttachedProgram>> 
     let fd =
         sys::open_dir(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
     let mut attached = Vec::new();
-    for prog in Prog::ALL {
+    for prog in Prog::CGROUP_TYPES {
         let ids = sys::prog_query(fd.as_fd(), prog.attach_type()).with_context(|| {
             format!(
                 "querying {} programs of {}",

@@ -24,6 +24,8 @@ const BPF_LINK_DETACH: libc::c_long = 34;
 /// `enum bpf_attach_type` values weft uses.
 pub const ATTACH_INET_INGRESS: u32 = 0;
 pub const ATTACH_SOCK_OPS: u32 = 3;
+/// Target: a sockmap or sockhash fd, not a cgroup (links of this type exist since Linux 6.10).
+pub const ATTACH_SK_MSG_VERDICT: u32 = 7;
 pub const ATTACH_INET4_CONNECT: u32 = 10;
 pub const ATTACH_INET6_CONNECT: u32 = 11;
 pub const ATTACH_GETSOCKOPT: u32 = 21;
@@ -76,7 +78,8 @@ struct LinkCreateAttr {
     flags: u32,
 }
 
-/// `BPF_LINK_CREATE` for a cgroup: the attachment lives as long as the returned fd or a pin.
+/// `BPF_LINK_CREATE` for a cgroup (or, with [`ATTACH_SK_MSG_VERDICT`], a sockhash): the
+/// attachment lives as long as the returned fd or a pin.
 pub fn link_create(
     prog: BorrowedFd<'_>,
     cgroup: BorrowedFd<'_>,

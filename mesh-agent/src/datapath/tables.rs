@@ -50,11 +50,16 @@ pub fn write_config(maps: &mut NodeMaps, config: &NodeConfig) -> anyhow::Result<
 }
 
 pub fn set_ready(maps: &mut NodeMaps, ready: bool) -> anyhow::Result<()> {
+    set_flag(maps, node_flags::READY, ready)
+}
+
+/// Sets or clears one of [`node_flags`] in CONFIG, keeping the others.
+pub fn set_flag(maps: &mut NodeMaps, flag: u32, on: bool) -> anyhow::Result<()> {
     let mut config = maps.config.get(&0, 0).context("reading CONFIG")?;
-    if ready {
-        config.flags |= node_flags::READY;
+    if on {
+        config.flags |= flag;
     } else {
-        config.flags &= !node_flags::READY;
+        config.flags &= !flag;
     }
     write_config(maps, &config)
 }

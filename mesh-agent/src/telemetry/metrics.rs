@@ -11,6 +11,7 @@ use mesh_common::Counter;
 use super::authz::AuthzMetrics;
 use super::http::HttpMetrics;
 use super::mesh::MeshMetrics;
+use super::sockmap::SockmapSeries;
 use crate::state::ReloadResult;
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
@@ -206,6 +207,7 @@ struct DatapathCollector {
     source: Arc<dyn DatapathStats>,
     connects: IntCounterVec,
     map_entries: IntGaugeVec,
+    sockmap: SockmapSeries,
     /// Serializes scrapes: a counter is set by reset + add, which must not interleave.
     lock: Mutex<()>,
 }
@@ -227,6 +229,7 @@ impl DatapathCollector {
                 Opts::new("weft_datapath_map_entries", "Entries in each datapath map."),
                 &["map"],
             )?,
+            sockmap: SockmapSeries::new()?,
             lock: Mutex::new(()),
         })
     }
@@ -236,6 +239,7 @@ impl Collector for DatapathCollector {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
         let mut descs = self.connects.desc();
         descs.extend(self.map_entries.desc());
+        descs.extend(self.sockmap.desc());
         descs
     }
 
@@ -245,6 +249,9 @@ impl Collector for DatapathCollector {
         match self.source.counters() {
             Ok(counters) => {
                 for (counter, value) in counters {
+                    if self.sockmap.set(counter, value) {
+                        continue;
+                    }
                     let c = self.connects.with_label_values(&[counter.name()]);
                     c.reset();
                     c.inc_by(value);
@@ -263,6 +270,7 @@ impl Collector for DatapathCollector {
         }
         let mut families = self.connects.collect();
         families.extend(self.map_entries.collect());
+        families.extend(self.sockmap.collect());
         families
     }
 }
@@ -281,10 +289,10 @@ mod tests {
             Ok(Counter::ALL
                 .iter()
                 .map(|c| {
-                    let v = if *c == Counter::Captured {
-                        self.captured.load(Ordering::Relaxed)
-                    } else {
-                        0
+                    let v = match c {
+                        Counter::Captured => self.captured.load(Ordering::Relaxed),
+                        Counter::SockmapRedirectedBytes => 4096,
+                        _ => 0,
                     };
                     (*c, v)
                 })
@@ -327,6 +335,8 @@ mod tests {
             r#"weft_datapath_connects_total{decision="captured"} 7"#.into(),
             r#"weft_datapath_connects_total{decision="rejected_not_ready"} 0"#.into(),
             r#"weft_datapath_map_entries{map="PODS"} 3"#.into(),
+            r#"weft_datapath_sockmap_messages_total{result="redirected"} 0"#.into(),
+            "weft_datapath_sockmap_redirected_bytes_total 4096".into(),
             "# TYPE weft_datapath_connects_total counter".into(),
         ] {
             assert!(
@@ -334,6 +344,11 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+
+        assert!(
+            !text.contains("decision=\"sockmap_"),
+            "acceleration counters are not connect decisions:\n{text}"
+        );
 
         // Scrape-time values follow the kernel, without double counting.
         fake.captured.store(9, Ordering::Relaxed);

@@ -7,6 +7,7 @@ mod http;
 mod mesh;
 mod metrics;
 mod server;
+mod sockmap;
 
 pub use authz::AuthzMetrics;
 pub use http::{HttpMetrics, RequestRecorder};

@@ -11,6 +11,7 @@
 //! - `http-load` ([`http_client`]), `grpc-call` ([`grpc_client`]), `ws` ([`ws`]), `raw`
 //!   ([`raw`]): clients that summarize many exchanges.
 
+mod bulk;
 mod control;
 mod errors;
 mod grpc_client;
@@ -61,6 +62,10 @@ enum Command {
     Ws(ws::WsArgs),
     /// Send raw (usually malformed) bytes over TCP and print what came back as JSON.
     Raw(raw::RawArgs),
+    /// Send every received byte back, then close; runs until killed.
+    Echo(bulk::EchoArgs),
+    /// Send N pattern bytes through an echo, check what comes back and print one JSON summary.
+    Bulk(bulk::BulkArgs),
 }
 
 fn main() -> Result<()> {
@@ -74,6 +79,8 @@ fn main() -> Result<()> {
         Command::GrpcCall(args) => print(runtime()?.block_on(grpc_client::run(args))?),
         Command::Ws(args) => print(runtime()?.block_on(ws::run(args))),
         Command::Raw(args) => print(runtime()?.block_on(raw::run(args))),
+        Command::Echo(args) => bulk::echo(&args),
+        Command::Bulk(args) => print(bulk::bulk(&args)?),
     }
 }
 
