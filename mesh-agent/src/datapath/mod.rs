@@ -15,6 +15,7 @@ mod inbound;
 mod loader;
 mod pins;
 mod pods;
+mod stats;
 mod sys;
 mod tables;
 
@@ -39,6 +40,7 @@ use pins::PinLayout;
 use pods::Inspection;
 
 pub use inbound::local_addresses;
+pub use stats::ProgramRuns;
 
 /// How a node's datapath is set up.
 #[derive(Clone, Debug)]
@@ -104,6 +106,8 @@ pub struct Datapath {
     pods: BTreeMap<String, PodState>,
     /// The proxy's getsockopt attachment: deliberately not pinned, it ends with this agent.
     _proxy_link: OwnedFd,
+    /// Keeps the kernel's program run statistics on while the agent runs ([`stats`]).
+    _run_stats: Option<OwnedFd>,
 }
 
 impl Datapath {
@@ -151,6 +155,7 @@ impl Datapath {
             cgroups,
             pods: BTreeMap::new(),
             _proxy_link: proxy_link,
+            _run_stats: stats::enable(),
         };
         for uid in datapath.layout.pod_uids().context("listing pinned pods")? {
             datapath.adopt_or_collect(&uid, None)?;
@@ -251,6 +256,11 @@ impl Datapath {
     /// Kernel decision counters summed over CPUs, in [`Counter::ALL`] order.
     pub fn counters(&self) -> anyhow::Result<Vec<(Counter, u64)>> {
         tables::counters(&self.lock_maps())
+    }
+
+    /// Run count and run time of each of the agent's programs, from the kernel.
+    pub fn program_runs(&self) -> anyhow::Result<Vec<ProgramRuns>> {
+        stats::read(&self.loaded)
     }
 
     /// Current number of entries of PODS, ORIG_BY_COOKIE, ORIG_BY_CLIENT and INBOUND_ALLOW.

@@ -5,8 +5,10 @@
 mod authz;
 mod http;
 mod mesh;
+mod programs;
 mod metrics;
 mod server;
+pub mod trace;
 
 pub use authz::AuthzMetrics;
 pub use http::{HttpMetrics, RequestRecorder};
