@@ -47,9 +47,20 @@ fn program_statistics_and_counters_grow_with_traffic() -> Result<()> {
 
     let before = mesh.metrics(0)?;
     let connect4 = [("program", "connect4")];
-    for program in ["connect4", "connect6", "sockops", "sock_release", "ingress", "getsockopt"] {
+    for program in [
+        "connect4",
+        "connect6",
+        "sockops",
+        "sock_release",
+        "ingress",
+        "getsockopt",
+    ] {
         assert!(
-            sample(&before, "weft_bpf_program_run_total", &[("program", program)]) >= 0.0,
+            sample(
+                &before,
+                "weft_bpf_program_run_total",
+                &[("program", program)]
+            ) >= 0.0,
             "no run count for {program}:\n{before}"
         );
     }
@@ -94,6 +105,11 @@ fn program_statistics_and_counters_grow_with_traffic() -> Result<()> {
             .is_some_and(|n| n >= runs_after),
         "{status}"
     );
-    assert!(programs["getsockopt"]["id"].as_u64().is_some_and(|id| id > 0), "{status}");
+    assert!(
+        programs["getsockopt"]["id"]
+            .as_u64()
+            .is_some_and(|id| id > 0),
+        "{status}"
+    );
     Ok(())
 }

@@ -52,7 +52,11 @@ impl Collector {
             let Ok(body) = self.bodies.recv_timeout(left) else {
                 break;
             };
-            found.extend(spans(&body).into_iter().filter(|s| s["traceId"] == trace_id));
+            found.extend(
+                spans(&body)
+                    .into_iter()
+                    .filter(|s| s["traceId"] == trace_id),
+            );
         }
         found
     }
@@ -168,8 +172,14 @@ fn a_traced_request_keeps_its_trace_and_reaches_the_collector() -> Result<()> {
         Some(serde_json::json!({ "intValue": "200" }))
     );
     assert_eq!(attrs(server, "weft.source.workload"), string("shop/client"));
-    assert_eq!(attrs(server, "weft.destination.workload"), string("shop/web-1"));
-    assert_eq!(attrs(server, "weft.destination.service"), string("shop/web"));
+    assert_eq!(
+        attrs(server, "weft.destination.workload"),
+        string("shop/web-1")
+    );
+    assert_eq!(
+        attrs(server, "weft.destination.service"),
+        string("shop/web")
+    );
     let web_ip = mesh.bed.pod("web-1").ip.to_string();
     assert_eq!(attrs(client, "network.peer.address"), string(&web_ip));
 
@@ -191,7 +201,12 @@ fn without_an_endpoint_nothing_is_traced_or_sent() -> Result<()> {
     let incoming = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
     let reply = mesh.load(
         &format!("http://{WEB}/"),
-        &["--count", "5", "--header", &format!("traceparent: {incoming}")],
+        &[
+            "--count",
+            "5",
+            "--header",
+            &format!("traceparent: {incoming}"),
+        ],
     )?;
     assert_eq!(n(&reply, "status", "200"), 5, "{reply}");
     // The proxy is not part of the trace: the header passes as the client sent it.
@@ -200,7 +215,10 @@ fn without_an_endpoint_nothing_is_traced_or_sent() -> Result<()> {
         "{reply}"
     );
     assert!(
-        collector.bodies.recv_timeout(Duration::from_secs(2)).is_err(),
+        collector
+            .bodies
+            .recv_timeout(Duration::from_secs(2))
+            .is_err(),
         "spans were exported without --otlp-endpoint"
     );
     let metrics = mesh.metrics(0)?;

@@ -19,8 +19,8 @@ use super::http::{HttpConfig, HttpProxy};
 use super::lb::RoundRobin;
 use super::origin::OriginLookup;
 use crate::state::MeshState;
-use crate::telemetry::{Metrics, RefuseReason};
 use crate::telemetry::trace::Tracer;
+use crate::telemetry::{Metrics, RefuseReason};
 
 /// A failing accept (typically EMFILE) is retried after this pause, not in a hot loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);

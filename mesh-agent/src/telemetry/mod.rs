@@ -5,8 +5,8 @@
 mod authz;
 mod http;
 mod mesh;
-mod programs;
 mod metrics;
+mod programs;
 mod server;
 pub mod trace;
 

@@ -3,8 +3,8 @@
 
 use super::table::{Table, fields, list, yes_no};
 use crate::admin::views::{
-    CertsView, CheckView, PoliciesView, ProgramView, RouteTableView, RuleView, ServiceView, StatusView,
-    WorkloadView,
+    CertsView, CheckView, PoliciesView, ProgramView, RouteTableView, RuleView, ServiceView,
+    StatusView, WorkloadView,
 };
 use crate::config::HumanDuration;
 

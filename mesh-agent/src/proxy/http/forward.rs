@@ -167,7 +167,7 @@ impl HttpConn {
         body: Incoming,
         upgrading: bool,
         started: Instant,
-        mut trace: Option<&mut ProxySpans>,
+        trace: Option<&mut ProxySpans>,
     ) -> (Response<ResponseBody>, Option<Mechanism>) {
         let state = self.outbound.state.borrow().clone();
         let routed = match route(self, &state, &mut parts) {
@@ -204,7 +204,7 @@ impl HttpConn {
             body,
             upstream,
         } = exchange.run(parts, body, mirrors.is_some()).await;
-        if let Some(spans) = trace.as_deref_mut() {
+        if let Some(spans) = trace {
             spans.upstream_call(call_started, Instant::now());
             describe_route(spans, &routed, &state, upstream);
         }

@@ -106,11 +106,17 @@ pub async fn run(
             Ok(Ok(())) => counters.exported.inc_by(n),
             Ok(Err(e)) => {
                 tracing::warn!(spans = n, error = %format!("{e:#}"), "exporting spans failed");
-                counters.dropped.with_label_values(&["export_failed"]).inc_by(n);
+                counters
+                    .dropped
+                    .with_label_values(&["export_failed"])
+                    .inc_by(n);
             }
             Err(_) => {
                 tracing::warn!(spans = n, "exporting spans timed out");
-                counters.dropped.with_label_values(&["export_failed"]).inc_by(n);
+                counters
+                    .dropped
+                    .with_label_values(&["export_failed"])
+                    .inc_by(n);
             }
         }
     }
@@ -148,12 +154,23 @@ mod tests {
     #[test]
     fn endpoints_parse_to_host_port_and_path() -> anyhow::Result<()> {
         let e = Endpoint::parse("http://10.0.0.1:4318")?;
-        assert_eq!((e.host.as_str(), e.port, e.path.as_str()), ("10.0.0.1", 4318, "/v1/traces"));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.path.as_str()),
+            ("10.0.0.1", 4318, "/v1/traces")
+        );
         let e = Endpoint::parse("http://collector.obs/otlp/")?;
-        assert_eq!((e.host.as_str(), e.port, e.path.as_str()), ("collector.obs", 80, "/otlp/v1/traces"));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.path.as_str()),
+            ("collector.obs", 80, "/otlp/v1/traces")
+        );
         let e = Endpoint::parse("http://[fd00::1]:4318")?;
         assert_eq!(e.host_header(), "[fd00::1]:4318");
-        for bad in ["https://c:4318", "c:4318", "http://c:4318/?x=1", "not a url"] {
+        for bad in [
+            "https://c:4318",
+            "c:4318",
+            "http://c:4318/?x=1",
+            "not a url",
+        ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
         Ok(())

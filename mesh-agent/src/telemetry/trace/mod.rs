@@ -136,7 +136,14 @@ impl Tracer {
         let (queue, rx) = mpsc::channel(capacity);
         let dropped = IntCounterVec::new(Opts::new("dropped", "test"), &["reason"])
             .unwrap_or_else(|e| panic!("{e}"));
-        (Tracer { sampling, queue, dropped }, rx)
+        (
+            Tracer {
+                sampling,
+                queue,
+                dropped,
+            },
+            rx,
+        )
     }
 
     /// Queues a finished span; drops it when the queue is full.
@@ -211,8 +218,14 @@ impl ProxySpans {
         if let Some((from, to)) = self.upstream_call {
             let mut client_attrs = attributes.clone();
             if let Some(upstream) = self.facts.upstream {
-                client_attrs.push(("network.peer.address", AttrValue::Str(upstream.ip().to_string())));
-                client_attrs.push(("network.peer.port", AttrValue::Int(i64::from(upstream.port()))));
+                client_attrs.push((
+                    "network.peer.address",
+                    AttrValue::Str(upstream.ip().to_string()),
+                ));
+                client_attrs.push((
+                    "network.peer.port",
+                    AttrValue::Int(i64::from(upstream.port())),
+                ));
             }
             tracer.submit(SpanRecord {
                 trace_id: self.trace_id,
@@ -248,8 +261,14 @@ impl ProxySpans {
         let f = &self.facts;
         let mut attrs = vec![
             ("http.request.method", AttrValue::Str(f.method.clone())),
-            ("http.response.status_code", AttrValue::Int(i64::from(f.status))),
-            ("weft.destination.service", AttrValue::Str(f.service.clone())),
+            (
+                "http.response.status_code",
+                AttrValue::Int(i64::from(f.status)),
+            ),
+            (
+                "weft.destination.service",
+                AttrValue::Str(f.service.clone()),
+            ),
         ];
         let optional = [
             ("http.route", &f.route),

@@ -6,7 +6,10 @@ const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in pairs {
-        h.insert(*k, HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{e}")));
+        h.insert(
+            *k,
+            HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{e}")),
+        );
     }
     h
 }
@@ -27,7 +30,10 @@ fn an_incoming_trace_continues_with_the_proxy_as_parent() {
     assert_ne!(out.parent_id, incoming.parent_id);
     assert_eq!(out.parent_id, spans.client_span());
     assert!(out.sampled());
-    assert_eq!(h.get(TRACESTATE).map(|v| v.as_bytes()), Some(&b"vendor=opaque,x=1"[..]));
+    assert_eq!(
+        h.get(TRACESTATE).map(|v| v.as_bytes()),
+        Some(&b"vendor=opaque,x=1"[..])
+    );
 
     spans.facts.method = "GET".into();
     spans.facts.service = "shop/backend".into();
@@ -73,7 +79,9 @@ fn without_context_sampling_decides() {
     assert!(out.sampled());
     assert_eq!(out.trace_id, spans.trace_id);
     spans.finish(&always);
-    let server = rx.try_recv().expect("server span only: no upstream call happened");
+    let server = rx
+        .try_recv()
+        .expect("server span only: no upstream call happened");
     assert_eq!(server.parent_id, None);
     assert!(rx.try_recv().is_err());
 }
