@@ -145,6 +145,7 @@ async fn serve(
         metrics.clone(),
         mesh.dialer.clone(),
     );
+    let exporter = start_tracing(cfg, &metrics, &outbound)?;
 
     datapath.set_ready(true)?;
     let ready = Readiness::default();
@@ -204,6 +205,9 @@ async fn serve(
     // Inbound streams got the same grace period; what is left ends now.
     abort_tx.send_replace(true);
     mesh.shutdown();
+    if let Some(exporter) = exporter {
+        exporter.abort();
+    }
     resync.abort();
     watcher.abort();
     let _ = metrics_server.await;
@@ -365,6 +369,10 @@ impl DatapathStats for SharedDatapath {
     fn map_entries(&self) -> anyhow::Result<Vec<(&'static str, usize)>> {
         self.with(|dp| dp.map_entries())
     }
+
+    fn program_runs(&self) -> anyhow::Result<Vec<datapath::ProgramRuns>> {
+        self.with(|dp| dp.program_runs())
+    }
 }
 
 impl AdminDatapath for SharedDatapath {
@@ -372,6 +380,26 @@ impl AdminDatapath for SharedDatapath {
     fn attached(&self, cgroup: &std::path::Path) -> anyhow::Result<Vec<AttachedProgram>> {
         datapath::attached_programs(cgroup)
     }
+}
+
+/// Starts the span exporter and turns tracing on in the proxy, when `--otlp-endpoint` is set.
+fn start_tracing(
+    cfg: &AgentConfig,
+    metrics: &Metrics,
+    outbound: &Outbound,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let Some(url) = &cfg.otlp_endpoint else {
+        return Ok(None);
+    };
+    let trace_cfg = telemetry::trace::TraceConfig {
+        endpoint: telemetry::trace::Endpoint::parse(url)?,
+        sampling: cfg.trace_sampling,
+        node: cfg.node.clone(),
+    };
+    let (tracer, task) = telemetry::trace::Tracer::start(trace_cfg, metrics.registry())?;
+    outbound.set_tracer(tracer);
+    info!(endpoint = %url, sampling = cfg.trace_sampling, "exporting spans over OTLP/HTTP");
+    Ok(Some(task))
 }
 
 /// SIGTERM and SIGINT, installed once.

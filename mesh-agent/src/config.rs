@@ -35,6 +35,8 @@ pub mod defaults {
     pub const HTTP_MAX_MIRRORS: &str = "128";
     pub const HTTP_BODY_IDLE_TIMEOUT: &str = "30s";
     pub const TRUST_DOMAIN: &str = "cluster.local";
+    /// One request in a hundred without trace context starts a trace (Istio's default too).
+    pub const TRACE_SAMPLING: &str = "0.01";
     /// How long in-flight connections may run on after a shutdown signal.
     pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 }
@@ -191,6 +193,16 @@ pub struct AgentConfig {
     #[arg(long, default_value = defaults::HTTP_MAX_MIRRORS, value_parser = clap::value_parser!(u32).range(1..))]
     pub http_max_mirrors: u32,
 
+    /// OTLP/HTTP collector base URL (`http://host:port`); spans are posted as JSON to
+    /// `<URL>/v1/traces`. Without it nothing is traced and trace headers pass untouched.
+    #[arg(long, env = "WEFT_OTLP_ENDPOINT", value_name = "URL", value_parser = otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
+    /// Probability (0 to 1) that a request arriving without a `traceparent` starts a trace;
+    /// requests with one follow its sampled flag. Used only with --otlp-endpoint.
+    #[arg(long, default_value = defaults::TRACE_SAMPLING, value_parser = sampling)]
+    pub trace_sampling: f64,
+
     /// Trust domain of workload identities: spiffe://<trust domain>/ns/<namespace>/sa/<account>.
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = defaults::TRUST_DOMAIN, value_parser = trust_domain)]
     pub trust_domain: String,
@@ -267,6 +279,21 @@ pub enum Source {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// An `http://` URL the span exporter can use.
+fn otlp_endpoint(s: &str) -> Result<String, String> {
+    crate::telemetry::trace::Endpoint::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// A probability.
+fn sampling(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability between 0 and 1")),
+    }
 }
 
 /// A trust domain is a DNS subdomain (lowercase), as in SPIFFE.

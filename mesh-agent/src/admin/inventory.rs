@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::lookup::{capture, cert_view, declared_name, identity};
 use super::views::{
     AuthzPolicyView, CertView, CertsView, Counts, DatapathView, EndpointRef, PeerAuthView,
-    PoliciesView, PortView, RootView, ServiceView, StatusView, WorkloadView,
+    PoliciesView, PortView, ProgramView, RootView, ServiceView, StatusView, WorkloadView,
 };
 use super::{AdminContext, authz};
 use crate::identity::{fingerprint, parse_cert, rfc3339};
@@ -56,6 +56,19 @@ fn datapath(ctx: &AdminContext) -> DatapathView {
                 .map_entries()?
                 .into_iter()
                 .map(|(m, n)| (m.to_owned(), n))
+                .collect(),
+            programs: ctx
+                .datapath
+                .program_runs()?
+                .into_iter()
+                .map(|p| {
+                    let view = ProgramView {
+                        id: p.id,
+                        run_count: p.run_count,
+                        run_time_ns: u64::try_from(p.run_time.as_nanos()).unwrap_or(u64::MAX),
+                    };
+                    (p.program.to_owned(), view)
+                })
                 .collect(),
             error: None,
         })

@@ -45,8 +45,20 @@ pub struct Counts {
 pub struct DatapathView {
     pub counters: BTreeMap<String, u64>,
     pub maps: BTreeMap<String, usize>,
+    /// Each program's kernel run statistics, by short name (`connect4`...).
+    #[serde(default)]
+    pub programs: BTreeMap<String, ProgramView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// One datapath program's runs, from the kernel's BPF statistics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgramView {
+    /// The kernel's program id.
+    pub id: u32,
+    pub run_count: u64,
+    pub run_time_ns: u64,
 }
 
 /// One entry of `GET /workloads`.

@@ -186,6 +186,19 @@ impl Loaded {
     }
 }
 
+impl Loaded {
+    /// The kernel's `bpf_prog_info` of one loaded program (id, run count, run time...).
+    pub fn program_info(&self, prog: Prog) -> anyhow::Result<aya::programs::ProgramInfo> {
+        let program = self
+            .ebpf
+            .program(prog.symbol())
+            .ok_or_else(|| anyhow!("program {} missing from the object", prog.symbol()))?;
+        program
+            .info()
+            .with_context(|| format!("reading the info of program {}", prog.symbol()))
+    }
+}
+
 fn load_program(ebpf: &mut Ebpf, prog: Prog) -> anyhow::Result<()> {
     let program = ebpf
         .program_mut(prog.symbol())

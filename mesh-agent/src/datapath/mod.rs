@@ -17,6 +17,7 @@ mod loader;
 mod pins;
 mod pods;
 mod sockmap;
+mod stats;
 mod sys;
 mod tables;
 
@@ -41,6 +42,7 @@ use pins::PinLayout;
 use pods::Inspection;
 
 pub use inbound::local_addresses;
+pub use stats::ProgramRuns;
 
 /// How a node's datapath is set up.
 #[derive(Clone, Debug)]
@@ -111,6 +113,8 @@ pub struct Datapath {
     _proxy_link: OwnedFd,
     /// sk_msg on SOCKHASH and sockops on the proxy cgroup, when acceleration is on.
     _accel: Option<sockmap::AccelLinks>,
+    /// Keeps the kernel's program run statistics on while the agent runs ([`stats`]).
+    _run_stats: Option<OwnedFd>,
 }
 
 impl Datapath {
@@ -168,6 +172,7 @@ impl Datapath {
             pods: BTreeMap::new(),
             _proxy_link: proxy_link,
             _accel: accel,
+            _run_stats: stats::enable(),
         };
         for uid in datapath.layout.pod_uids().context("listing pinned pods")? {
             datapath.adopt_or_collect(&uid, None)?;
@@ -275,6 +280,11 @@ impl Datapath {
     /// Kernel decision counters summed over CPUs, in [`Counter::ALL`] order.
     pub fn counters(&self) -> anyhow::Result<Vec<(Counter, u64)>> {
         tables::counters(&self.lock_maps())
+    }
+
+    /// Run count and run time of each of the agent's programs, from the kernel.
+    pub fn program_runs(&self) -> anyhow::Result<Vec<ProgramRuns>> {
+        stats::read(&self.loaded)
     }
 
     /// Current number of entries of PODS, ORIG_BY_COOKIE, ORIG_BY_CLIENT, INBOUND_ALLOW,

@@ -224,6 +224,8 @@ impl Outbound {
                     .source
                     .map(|w| balance::hash_key(w.key.to_string().as_bytes())),
                 recorder: self.metrics.http().recorder(parts.labels),
+                // Only spans use it: not built when nothing is traced.
+                source_workload: self.tracer().and(parts.source).map(|w| w.key.to_string()),
             },
         ));
         let end = http::serve(conn.clone(), io, stats.clone(), detected.protocol).await;

@@ -19,6 +19,7 @@ use super::http::{HttpConfig, HttpProxy};
 use super::lb::RoundRobin;
 use super::origin::OriginLookup;
 use crate::state::MeshState;
+use crate::telemetry::trace::Tracer;
 use crate::telemetry::{Metrics, RefuseReason};
 
 /// A failing accept (typically EMFILE) is retried after this pause, not in a hot loop.
@@ -55,6 +56,9 @@ pub struct Outbound {
     pub(super) draining: watch::Sender<bool>,
     /// Turned true when the shutdown grace period is over: connections still open end.
     pub(super) abort: watch::Sender<bool>,
+    /// Set once at start-up when spans are exported (`--otlp-endpoint`); unset, requests are
+    /// not traced at all.
+    tracer: std::sync::OnceLock<Arc<Tracer>>,
 }
 
 impl Outbound {
@@ -79,7 +83,17 @@ impl Outbound {
             in_flight: Arc::new(Semaphore::new(config.max_connections as usize)),
             draining: watch::Sender::new(false),
             abort: watch::Sender::new(false),
+            tracer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Turns tracing on for the requests of this proxy; a second call is ignored.
+    pub fn set_tracer(&self, tracer: Arc<Tracer>) {
+        let _ = self.tracer.set(tracer);
+    }
+
+    pub(super) fn tracer(&self) -> Option<&Arc<Tracer>> {
+        self.tracer.get()
     }
 
     /// Accepts on `listener` until `stop` turns true; the listener is closed on return.

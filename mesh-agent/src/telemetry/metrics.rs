@@ -11,7 +11,9 @@ use mesh_common::Counter;
 use super::authz::AuthzMetrics;
 use super::http::HttpMetrics;
 use super::mesh::MeshMetrics;
+use super::programs::ProgramCollector;
 use super::sockmap::SockmapSeries;
+use crate::datapath::ProgramRuns;
 use crate::state::ReloadResult;
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
@@ -68,6 +70,11 @@ const TCP_LABELS: [&str; 4] = [
 pub trait DatapathStats: Send + Sync {
     fn counters(&self) -> anyhow::Result<Vec<(Counter, u64)>>;
     fn map_entries(&self) -> anyhow::Result<Vec<(&'static str, usize)>>;
+    /// The kernel's run statistics of each program (none by default: a datapath without
+    /// programs of its own).
+    fn program_runs(&self) -> anyhow::Result<Vec<ProgramRuns>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Every metric the agent exports.
@@ -145,7 +152,9 @@ impl Metrics {
     /// Adds the datapath series, read from `source` on every scrape.
     pub fn register_datapath(&self, source: Arc<dyn DatapathStats>) -> anyhow::Result<()> {
         self.registry
-            .register(Box::new(DatapathCollector::new(source)?))?;
+            .register(Box::new(DatapathCollector::new(source.clone())?))?;
+        self.registry
+            .register(Box::new(ProgramCollector::new(source)?))?;
         Ok(())
     }
 
@@ -302,6 +311,15 @@ mod tests {
         fn map_entries(&self) -> anyhow::Result<Vec<(&'static str, usize)>> {
             Ok(vec![("PODS", 3), ("ORIG_BY_CLIENT", 0)])
         }
+
+        fn program_runs(&self) -> anyhow::Result<Vec<ProgramRuns>> {
+            Ok(vec![ProgramRuns {
+                program: "connect4",
+                id: 42,
+                run_count: self.captured.load(Ordering::Relaxed) * 2,
+                run_time: std::time::Duration::from_micros(1500),
+            }])
+        }
     }
 
     #[test]
@@ -337,6 +355,9 @@ mod tests {
             r#"weft_datapath_map_entries{map="PODS"} 3"#.into(),
             r#"weft_datapath_sockmap_messages_total{result="redirected"} 0"#.into(),
             "weft_datapath_sockmap_redirected_bytes_total 4096".into(),
+            r#"weft_bpf_program_run_total{program="connect4"} 14"#.into(),
+            r#"weft_bpf_program_run_seconds_total{program="connect4"} 0.0015"#.into(),
+            "# TYPE weft_bpf_program_run_seconds_total counter".into(),
             "# TYPE weft_datapath_connects_total counter".into(),
         ] {
             assert!(
@@ -355,6 +376,10 @@ mod tests {
         let text = metrics.encode()?;
         assert!(
             text.contains(r#"weft_datapath_connects_total{decision="captured"} 9"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_bpf_program_run_total{program="connect4"} 18"#),
             "{text}"
         );
         Ok(())

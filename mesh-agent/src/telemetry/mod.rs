@@ -6,8 +6,10 @@ mod authz;
 mod http;
 mod mesh;
 mod metrics;
+mod programs;
 mod server;
 mod sockmap;
+pub mod trace;
 
 pub use authz::AuthzMetrics;
 pub use http::{HttpMetrics, RequestRecorder};

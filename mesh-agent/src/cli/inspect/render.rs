@@ -3,8 +3,8 @@
 
 use super::table::{Table, fields, list, yes_no};
 use crate::admin::views::{
-    CertsView, CheckView, PoliciesView, RouteTableView, RuleView, ServiceView, StatusView,
-    WorkloadView,
+    CertsView, CheckView, PoliciesView, ProgramView, RouteTableView, RuleView, ServiceView,
+    StatusView, WorkloadView,
 };
 use crate::config::HumanDuration;
 
@@ -47,6 +47,7 @@ pub fn status(s: &StatusView) -> String {
         None => {
             pairs.push(("connects", joined(&s.datapath.counters)));
             pairs.push(("map entries", joined(&s.datapath.maps)));
+            pairs.push(("program runs", program_runs(&s.datapath.programs)));
         }
     }
     fields(&pairs)
@@ -56,6 +57,14 @@ pub fn status(s: &StatusView) -> String {
 fn joined<V: std::fmt::Display>(m: &std::collections::BTreeMap<String, V>) -> String {
     m.iter()
         .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `connect4=120/85us sockops=...`: runs and total time of each program.
+fn program_runs(m: &std::collections::BTreeMap<String, ProgramView>) -> String {
+    m.iter()
+        .map(|(name, p)| format!("{name}={}/{}us", p.run_count, p.run_time_ns / 1000))
         .collect::<Vec<_>>()
         .join(" ")
 }

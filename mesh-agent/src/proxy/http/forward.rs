@@ -26,7 +26,9 @@ use super::upstream::Via;
 use crate::proxy::detect::declared;
 use crate::proxy::outbound::Outbound;
 use crate::routing;
+use crate::state::MeshState;
 use crate::telemetry::RequestRecorder;
+use crate::telemetry::trace::ProxySpans;
 
 /// What the requests of one client connection share.
 pub struct HttpConn {
@@ -48,6 +50,8 @@ pub struct HttpConn {
     /// The calling workload's identity, when upstream connections go through the mesh.
     pub(super) via: Via,
     recorder: RequestRecorder,
+    /// `namespace/name` of the calling workload; set only when requests are traced.
+    source_workload: Option<String>,
     /// An upgrade granted by the upstream, to be carried on once hyper lets go of the socket.
     tunnel: Mutex<Option<PendingTunnel>>,
     requests: AtomicU64,
@@ -63,6 +67,8 @@ pub struct ConnInfo {
     pub source_hash: Option<u64>,
     pub via: Via,
     pub recorder: RequestRecorder,
+    /// `namespace/name` of the calling workload, for spans (`None` when nothing is traced).
+    pub source_workload: Option<String>,
 }
 
 impl HttpConn {
@@ -78,6 +84,7 @@ impl HttpConn {
             source_hash: info.source_hash,
             via: info.via,
             recorder: info.recorder,
+            source_workload: info.source_workload,
             tunnel: Mutex::new(None),
             requests: AtomicU64::new(0),
         }
@@ -112,8 +119,11 @@ impl HttpConn {
         strip_hop_by_hop(&mut parts.headers, upgrading);
         append_forwarded_for(&mut parts.headers, &self.client_addr);
         let request_id = ensure_request_id(&mut parts.headers);
+        let mut trace = self.begin_trace(&mut parts);
 
-        let (mut response, mut mechanism) = self.forward(parts, body, upgrading, started).await;
+        let (mut response, mut mechanism) = self
+            .forward(parts, body, upgrading, started, trace.as_mut())
+            .await;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             match client_upgrade {
                 Some(client) => self.grant_upgrade(client, &mut response),
@@ -132,6 +142,13 @@ impl HttpConn {
         }
         let elapsed = started.elapsed();
         self.recorder.record(response.status().as_u16(), elapsed);
+        if let Some(mut spans) = trace {
+            spans.facts.status = response.status().as_u16();
+            spans.facts.proxy_response = mechanism.map(Mechanism::as_str);
+            if let Some(tracer) = self.outbound.tracer() {
+                spans.finish(tracer);
+            }
+        }
         debug!(
             service = %self.service_name,
             request_id = ?request_id,
@@ -150,6 +167,7 @@ impl HttpConn {
         body: Incoming,
         upgrading: bool,
         started: Instant,
+        trace: Option<&mut ProxySpans>,
     ) -> (Response<ResponseBody>, Option<Mechanism>) {
         let state = self.outbound.state.borrow().clone();
         let routed = match route(self, &state, &mut parts) {
@@ -177,12 +195,19 @@ impl HttpConn {
             h2,
             upgrading,
             body_stall: self.body_stall(&parts.headers),
+            picked: Default::default(),
         };
+        let call_started = Instant::now();
         let Exchanged {
             response,
             mechanism,
             body,
+            upstream,
         } = exchange.run(parts, body, mirrors.is_some()).await;
+        if let Some(spans) = trace {
+            spans.upstream_call(call_started, Instant::now());
+            describe_route(spans, &routed, &state, upstream);
+        }
         if let Some(mirrors) = mirrors {
             mirrors.spawn(self, state.clone(), body);
         }
@@ -197,6 +222,17 @@ impl HttpConn {
             routing::apply_response_filters(filters, &mut head);
         }
         (Response::from_parts(head, body), None)
+    }
+
+    /// Joins the request's trace when the proxy traces: the upstream's `traceparent` is
+    /// rewritten here, before routing copies headers anywhere (retries, mirrors).
+    fn begin_trace(&self, parts: &mut request::Parts) -> Option<ProxySpans> {
+        let mut spans = self.outbound.tracer()?.begin(&mut parts.headers)?;
+        spans.facts.method = parts.method.to_string();
+        spans.facts.service = self.service_name.clone();
+        spans.facts.source_workload = self.source_workload.clone();
+        spans.facts.source_principal = self.via.as_ref().map(|id| id.to_string());
+        Some(spans)
     }
 
     /// The idle limit of a request body: fixed-size HTTP/1 uploads only.
@@ -218,6 +254,23 @@ impl HttpConn {
         *self.tunnel.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(PendingTunnel { client, upstream });
     }
+}
+
+/// Fills in what routing decided: the route and rule, the endpoint and its workload.
+fn describe_route(
+    spans: &mut ProxySpans,
+    routed: &super::route::Routed<'_>,
+    state: &MeshState,
+    upstream: Option<SocketAddr>,
+) {
+    spans.facts.route = routed.rule.map(|rule| match &rule.name {
+        Some(name) => format!("{} {}", rule.route, name),
+        None => format!("{} rule {}", rule.route, rule.index),
+    });
+    spans.facts.upstream = upstream;
+    spans.facts.destination_workload = upstream
+        .and_then(|addr| state.workload_by_ip(addr.ip()))
+        .map(|w| w.key.to_string());
 }
 
 /// Makes the request's authority explicit for the next hop: HTTP/1.1 upstreams get a `Host`

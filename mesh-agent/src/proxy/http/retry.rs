@@ -12,7 +12,7 @@
 //! deadline, not the per-try timeout (as in Envoy, a try starts once it has a connection).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Request, Response, request};
@@ -51,6 +51,8 @@ pub struct Exchange<'a> {
     pub upgrading: bool,
     /// The idle limit of the client's body, when it has one (see `body.rs`).
     pub body_stall: Option<Duration>,
+    /// The endpoint of the latest attempt, reported in [`Exchanged::upstream`].
+    pub picked: std::sync::Mutex<Option<SocketAddr>>,
 }
 
 /// The end of an exchange.
@@ -59,6 +61,8 @@ pub struct Exchanged {
     pub mechanism: Option<Mechanism>,
     /// The request body's copy, once the last attempt lets go of it (for mirrors).
     pub body: BodyCopy,
+    /// The endpoint of the last attempt; `None` when nothing was sent.
+    pub upstream: Option<SocketAddr>,
 }
 
 /// Where a copy of the request body can be had.
@@ -123,7 +127,12 @@ impl Exchange<'_> {
         let outcome = match deadline {
             Some(at) => match tokio::time::timeout_at(at.into(), attempts).await {
                 Ok(outcome) => outcome,
-                Err(_) => return local(Mechanism::Timeout),
+                Err(_) => {
+                    return Exchanged {
+                        upstream: self.picked(),
+                        ..local(Mechanism::Timeout)
+                    };
+                }
             },
             None => attempts.await,
         };
@@ -132,6 +141,7 @@ impl Exchange<'_> {
                 response: response.map(|b| ResponseBody::upstream(b, Some(permit), slot)),
                 mechanism: None,
                 body,
+                upstream: self.picked(),
             },
             (Err(failed), body) => {
                 let mechanism = match failed {
@@ -146,10 +156,15 @@ impl Exchange<'_> {
                 }
                 Exchanged {
                     body,
+                    upstream: self.picked(),
                     ..local(mechanism)
                 }
             }
         }
+    }
+
+    fn picked(&self) -> Option<SocketAddr> {
+        *self.picked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -212,6 +227,7 @@ impl Exchange<'_> {
                     BodyCopy::None,
                 );
             };
+            *self.picked.lock().unwrap_or_else(PoisonError::into_inner) = Some(pick.addr());
             let (body, copy) = source.next(cfg.max_replay_bytes);
             let sent = Instant::now();
             let request = Request::from_parts(head, body);
@@ -360,6 +376,7 @@ fn local(mechanism: Mechanism) -> Exchanged {
         response: generated(mechanism),
         mechanism: Some(mechanism),
         body: BodyCopy::None,
+        upstream: None,
     }
 }
 
