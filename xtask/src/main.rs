@@ -4,7 +4,8 @@
 //! - `setup`: installs what the build and the tests need (idempotent, prints every step).
 //! - `test`:  setup, then every test: unit tests and the root-only network-namespace suites.
 //! - `demo`:  setup, then a two-node mesh in network namespaces with real eBPF capture.
-//! - `bench`: the path benchmark (weft against the direct path) or, with `--micro`, criterion.
+//! - `bench`: the path benchmark (weft against the direct path) and the scale benchmark (a
+//!   large cluster through the Kubernetes source); `--scale` only the latter, `--micro` criterion.
 //! - `crds`:  renders weft's CRDs from the Rust types into `deploy/crds/`.
 
 mod setup;
@@ -46,6 +47,10 @@ enum Task {
         /// Short phases (a few seconds each): checks every path still runs.
         #[arg(long)]
         quick: bool,
+        /// Only the scale benchmark: 10,000 services and 100,000 endpoints through the
+        /// Kubernetes source of a real agent (1,000 services with --quick).
+        #[arg(long)]
+        scale: bool,
         /// Extra arguments for criterion (e.g. a benchmark name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -62,7 +67,13 @@ fn main() -> Result<()> {
         Task::Bench {
             micro: true, args, ..
         } => micro_bench(&args),
-        Task::Bench { quick, .. } => path_bench(quick),
+        Task::Bench {
+            scale: true, quick, ..
+        } => scale_bench(quick),
+        Task::Bench { quick, .. } => {
+            path_bench(quick)?;
+            scale_bench(quick)
+        }
     }
 }
 
@@ -152,6 +163,34 @@ fn path_bench(quick: bool) -> Result<()> {
         .context("starting target/release/examples/bench")?;
     if !status.success() {
         bail!("benchmark failed ({status})");
+    }
+    Ok(())
+}
+
+fn scale_bench(quick: bool) -> Result<()> {
+    setup::run()?;
+    require_root("the benchmark creates network namespaces, cgroups and BPF programs")?;
+    step("building the agent and the scale benchmark (release)");
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "mesh-agent",
+        "--bins",
+        "--example",
+        "scale",
+    ])?;
+    step("running the scale benchmark");
+    let mut cmd = Command::new("target/release/examples/scale");
+    cmd.env("WEFT_BIN_DIR", "target/release");
+    if quick {
+        cmd.arg("--quick");
+    }
+    let status = cmd
+        .status()
+        .context("starting target/release/examples/scale")?;
+    if !status.success() {
+        bail!("scale benchmark failed ({status})");
     }
     Ok(())
 }

@@ -1,0 +1,318 @@
+//! `cargo xtask bench --scale`: a large cluster's state through the Kubernetes source of a real
+//! agent. An API server inside a test-bed node's network namespace (the real kube client talks
+//! to the test bed's fake API) holds `--services` Services (default 10,000), each with an
+//! EndpointSlice of `--endpoints-per-service` ready pods (default 10, so 100,000 endpoints and
+//! as many pods, spread over 200 other nodes); one pod runs on the agent's node. The agent (`mesh-agent run --source kubernetes`) starts
+//! against it; the benchmark prints:
+//!
+//! - the time from the agent's start to its first snapshot holding every service, and the
+//!   agent's RSS and peak RSS then;
+//! - the time from one API change (an endpoint added to a service) to the agent's model
+//!   holding it, and from a namespace label flip to the datapath maps holding it, as the
+//!   agent's own `weft_state_change_to_datapath_seconds` histogram measured it.
+//!
+//! Nothing is asserted: the figures go to stdout and `target/bench/scale.json`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use mesh_agent::testbed::kube_api::FakeApi;
+use mesh_agent::testbed::{AgentProcess, TestBed};
+use serde_json::{Value, json};
+
+const NAMESPACES: usize = 10;
+/// Nodes the endpoint pods run on (not simulated: they only appear in the pods' `nodeName`).
+const OTHER_NODES: usize = 200;
+const CLIENT_UID: &str = "5ca1e000-0000-4000-8000-000000000001";
+const CONVERGE_LIMIT: Duration = Duration::from_secs(300);
+
+struct Args {
+    services: usize,
+    per_service: usize,
+}
+
+fn args() -> Result<Args> {
+    let mut args = Args {
+        services: 10_000,
+        per_service: 10,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value =
+            || -> Result<usize> { Ok(it.next().context("flag needs a value")?.parse()?) };
+        match flag.as_str() {
+            "--services" => args.services = value()?,
+            "--endpoints-per-service" => args.per_service = value()?,
+            "--quick" => args.services = 1_000,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    anyhow::ensure!(
+        args.services <= 60_000 && args.per_service <= 250,
+        "too large"
+    );
+    Ok(args)
+}
+
+fn main() -> Result<()> {
+    let args = args()?;
+    let bins = bin_dir()?;
+    let mut bed = TestBed::new("scale")?;
+    let node = bed.add_node("a")?.name.clone();
+    let cgroup = Path::new("kubepods/besteffort").join(format!("pod{CLIENT_UID}"));
+    bed.add_pod_in("a", "client", &cgroup)?;
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let listener = bed.in_netns(&bed.node("a").netns, || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+    })??;
+    let api = {
+        let _in_runtime = runtime.enter();
+        FakeApi::from_std(listener)?
+    };
+    let kubeconfig = bed.work_dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig)?;
+
+    let loading = Instant::now();
+    load_cluster(&api, &bed, &node, &args)?;
+    let endpoints = args.services * args.per_service;
+    eprintln!(
+        "loaded {} services, {endpoints} endpoints into the API server in {:.1?}",
+        args.services,
+        loading.elapsed()
+    );
+
+    let root = bed.node("a").agent_cgroup.parent().context("node cgroup")?;
+    let root = root.to_str().context("cgroup path")?.to_owned();
+    let started = Instant::now();
+    let mut agent =
+        AgentProcess::start_kubernetes(&bed, "a", &bins, &kubeconfig, &["--cgroup-root", &root])?;
+    agent.wait_ready(CONVERGE_LIMIT)?;
+    let converged = started.elapsed();
+    let pid = agent.pid().context("agent pid")?;
+    let (rss, peak) = memory(pid)?;
+
+    let update = time_endpoint_update(&api, &agent, &bed, &args)?;
+    let flip = time_label_flip(&api, &agent, &bed)?;
+
+    let result = json!({
+        "services": args.services,
+        "endpoints": endpoints,
+        "converge_seconds": converged.as_secs_f64(),
+        "rss_mib": rss as f64 / 1024.0,
+        "peak_rss_mib": peak as f64 / 1024.0,
+        "endpoint_change_to_model_seconds": update.as_secs_f64(),
+        "label_flip_to_datapath_seconds": flip,
+    });
+    println!(
+        "| services | endpoints | converge | RSS | peak RSS | endpoint change → model | label flip → maps |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {endpoints} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.0} ms | {:.1} ms |",
+        args.services,
+        converged.as_secs_f64(),
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        update.as_secs_f64() * 1e3,
+        flip * 1e3,
+    );
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("scale.json"), serde_json::to_vec_pretty(&result)?)?;
+    Ok(())
+}
+
+/// Namespaces (`shop` enrolled later, `scale-N` holding the services), the client pod, and
+/// every service with its EndpointSlice.
+fn load_cluster(api: &FakeApi, bed: &TestBed, node: &str, args: &Args) -> Result<()> {
+    api.apply(namespace("shop", false))?;
+    for n in 0..NAMESPACES {
+        api.apply(namespace(&format!("scale-{n}"), false))?;
+    }
+    let ip = bed.pod("client").ip.to_string();
+    let host = bed.node("a").ip.to_string();
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": "shop", "name": "client", "uid": CLIENT_UID},
+        "spec": {"nodeName": node, "containers": [{"name": "app"}]},
+        "status": {"phase": "Running", "qosClass": "BestEffort", "podIP": ip,
+                   "podIPs": [{"ip": ip}], "hostIP": host, "hostIPs": [{"ip": host}]},
+    }))?;
+    for i in 0..args.services {
+        let ns = format!("scale-{}", i % NAMESPACES);
+        let name = format!("svc-{i}");
+        api.apply(service(&ns, &name, vip(i)))?;
+        for k in 0..args.per_service {
+            api.apply(endpoint_pod(&ns, &name, i, k))?;
+        }
+        api.apply(slice(&ns, &name, i, args.per_service, 0))?;
+    }
+    Ok(())
+}
+
+/// Endpoint `k` of service `i`: a running pod on one of [`OTHER_NODES`] other nodes.
+fn endpoint_pod(ns: &str, service: &str, i: usize, k: usize) -> Value {
+    let ip = endpoint_ip(i, k).to_string();
+    let node = (i * 7 + k) % OTHER_NODES;
+    let host = Ipv4Addr::new(10, 250, (node / 250) as u8, (node % 250 + 1) as u8).to_string();
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": ns, "name": format!("{service}-{k}"), "labels": {"app": service}},
+        "spec": {"nodeName": format!("node-{node}"), "serviceAccountName": service,
+                 "containers": [{"name": "app", "ports": [{"name": "http", "containerPort": 8080}]}]},
+        "status": {"phase": "Running", "qosClass": "BestEffort", "podIP": ip,
+                   "podIPs": [{"ip": ip}], "hostIP": host, "hostIPs": [{"ip": host}]},
+    })
+}
+
+/// Adds one endpoint to the last service and waits until the agent's model serves it.
+fn time_endpoint_update(
+    api: &FakeApi,
+    agent: &AgentProcess,
+    bed: &TestBed,
+    args: &Args,
+) -> Result<Duration> {
+    let i = args.services - 1;
+    let ns = format!("scale-{}", i % NAMESPACES);
+    let name = format!("svc-{i}");
+    let explained = admin(
+        bed,
+        agent,
+        &format!("/explain?src=shop/client&dst={}:80", vip(i)),
+    )?;
+    anyhow::ensure!(
+        explained.contains(&endpoint_ip(i, 0).to_string()),
+        "explain lists the service's endpoints: {explained}"
+    );
+    let changed = Instant::now();
+    api.apply(endpoint_pod(&ns, &name, i, args.per_service))?;
+    api.apply(slice(&ns, &name, i, args.per_service, 1))?;
+    let wanted = endpoint_ip(i, args.per_service).to_string();
+    loop {
+        let explained = admin(
+            bed,
+            agent,
+            &format!("/explain?src=shop/client&dst={}:80", vip(i)),
+        )?;
+        if explained.contains(&wanted) {
+            return Ok(changed.elapsed());
+        }
+        if changed.elapsed() > CONVERGE_LIMIT {
+            bail!("the new endpoint never reached the agent's model");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Labels `shop` (its pod gets captured) and reads how long the agent says the change took to
+/// reach the maps.
+fn time_label_flip(api: &FakeApi, agent: &AgentProcess, bed: &TestBed) -> Result<f64> {
+    let before = histogram(agent, bed)?;
+    api.apply(namespace("shop", true))?;
+    let deadline = Instant::now() + CONVERGE_LIMIT;
+    loop {
+        let (count, sum) = histogram(agent, bed)?;
+        if count > before.0 {
+            return Ok((sum - before.1) / (count - before.0));
+        }
+        if Instant::now() > deadline {
+            bail!("the label flip never reached the datapath");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn histogram(agent: &AgentProcess, bed: &TestBed) -> Result<(f64, f64)> {
+    let text = agent.metrics(bed)?;
+    let get = |name| AgentProcess::metric(&text, name, &[]).unwrap_or(0.0);
+    Ok((
+        get("weft_state_change_to_datapath_seconds_count"),
+        get("weft_state_change_to_datapath_seconds_sum"),
+    ))
+}
+
+fn admin(bed: &TestBed, agent: &AgentProcess, path: &str) -> Result<String> {
+    bed.in_netns(&agent.netns, || {
+        mesh_agent::testbed::http_get("127.0.0.1:15000", path)
+    })?
+}
+
+/// VmRSS and VmHWM of `pid`, in KiB.
+fn memory(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("{name} in /proc/{pid}/status"))?;
+        Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn vip(i: usize) -> Ipv4Addr {
+    let i = u32::try_from(i).unwrap_or(0) + 256;
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i)
+}
+
+/// Endpoint `k` of service `i`: 10.128.0.0/10, unique per (service, endpoint).
+fn endpoint_ip(i: usize, k: usize) -> Ipv4Addr {
+    let n = u32::try_from(i * 251 + k).unwrap_or(0);
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + n)
+}
+
+fn namespace(name: &str, enrolled: bool) -> Value {
+    let labels = match enrolled {
+        true => json!({"weft.dev/mesh": "enabled"}),
+        false => json!({}),
+    };
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+}
+
+fn service(ns: &str, name: &str, vip: Ipv4Addr) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": {
+            "clusterIP": vip.to_string(), "clusterIPs": [vip.to_string()],
+            "selector": {"app": name},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+        },
+    })
+}
+
+/// The EndpointSlice of service `i`: `per_service + extra` endpoints.
+fn slice(ns: &str, name: &str, i: usize, per_service: usize, extra: usize) -> Value {
+    let endpoints: Vec<Value> = (0..per_service + extra)
+        .map(|k| {
+            json!({
+                "addresses": [endpoint_ip(i, k).to_string()], "conditions": {"ready": true},
+                "targetRef": {"kind": "Pod", "namespace": ns, "name": format!("{name}-{k}")},
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": ns, "name": format!("{name}-slice"),
+                     "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    })
+}
+
+/// Where the agent binaries are: `WEFT_BIN_DIR`, else next to this example.
+fn bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("WEFT_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("example directory")?;
+    Ok(dir.to_path_buf())
+}
