@@ -42,6 +42,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     );
 
     cfg.check_admin_addr()?;
+    datapath::probe::require_kernel_features()?;
     let mut initial = state::load_file(&cfg.config)?;
     log_unresolved(&state::resolve_cgroups(&mut initial, &cfg.node));
     if !initial.nodes.contains_key(&cfg.node) {

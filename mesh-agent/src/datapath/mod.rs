@@ -15,6 +15,7 @@ mod inbound;
 mod loader;
 mod pins;
 mod pods;
+pub mod probe;
 mod sys;
 mod tables;
 
