@@ -14,7 +14,7 @@ RUN PATH=/usr/lib/llvm-22/bin:$PATH LLVM_PREFIX=/usr/lib/llvm-22 \
     cargo install bpf-linker --locked --version 0.13.0 --no-default-features --features llvm-22
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p mesh-agent --bin mesh-agent \
+RUN cargo build --release --locked --no-default-features -p mesh-agent --bin mesh-agent \
  && cp target/release/mesh-agent /mesh-agent
 
 # glibc and libgcc only: the binary links nothing else (ring, not OpenSSL).
