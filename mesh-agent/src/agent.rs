@@ -44,6 +44,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     );
 
     cfg.check_admin_addr()?;
+    datapath::probe::require_kernel_features()?;
     let metrics = Arc::new(Metrics::new()?);
     let feed = source::start(&cfg, &metrics).await?;
     if cfg.source() == config::Source::File && !feed.initial.nodes.contains_key(&cfg.node) {

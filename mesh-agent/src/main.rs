@@ -34,6 +34,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(config) => run(*config),
+        Command::Probe(args) => {
+            let (out, ok) = cli::probe::run(&args);
+            print!("{out}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
         Command::Ca(args) => ca(*args),
         Command::Inspect(command) => match cli::inspect::run(&command) {
             Ok(out) => {

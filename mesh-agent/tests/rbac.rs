@@ -1,15 +1,23 @@
 //! `deploy/rbac/`: the agent and the CA get exactly the access they use, no wildcard, bound to
 //! their service accounts in `weft-system`; the agent may read every kind `deploy/crds/`
-//! defines.
+//! defines, and its role is compared with the calls the real Kubernetes source makes.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use mesh_agent::kubernetes::{self, KubeMetrics, KubeSourceConfig};
+use mesh_agent::state::MeshState;
+use mesh_agent::testbed::kube_api::{BOOKMARK_INTERVAL, FakeApi, audit};
 use serde_json::Value;
+use tokio::time::Instant;
 
 const NAMESPACE: &str = "weft-system";
+/// How long the source may take to list and watch every kind.
+const PATIENCE: Duration = Duration::from_secs(15);
 
 /// (api group, resource, verb) triples.
 type Grants = BTreeSet<(String, String, String)>;
@@ -69,13 +77,21 @@ fn grants(role: &ClusterRole) -> Grants {
 }
 
 fn read_only(group_resources: &[(&str, &str)]) -> Grants {
+    with_verbs(group_resources, &["get", "list", "watch"])
+}
+
+fn with_verbs(group_resources: &[(&str, &str)], verbs: &[&str]) -> Grants {
     let mut out = Grants::new();
     for (group, resource) in group_resources {
-        for verb in ["get", "list", "watch"] {
+        for verb in verbs {
             out.insert((group.to_string(), resource.to_string(), verb.to_string()));
         }
     }
     out
+}
+
+fn list_watch(group_resources: &[(&str, &str)]) -> Grants {
+    with_verbs(group_resources, &["list", "watch"])
 }
 
 fn check_binding(m: &Manifest, name: &str) {
@@ -105,7 +121,7 @@ fn check_binding(m: &Manifest, name: &str) {
 fn the_agent_reads_the_mesh_model_and_nothing_else() {
     let m = manifest("agent.yaml");
     check_binding(&m, "weft-agent");
-    let expected = read_only(&[
+    let expected = list_watch(&[
         ("", "namespaces"),
         ("", "pods"),
         ("", "services"),
@@ -136,4 +152,39 @@ fn the_ca_reviews_tokens_and_reads_pods() {
         "create".into(),
     ));
     assert_eq!(grants(&m.role), expected);
+}
+
+/// What a component called on the fake API server, as RBAC grants.
+fn measured(fake: &FakeApi) -> Grants {
+    audit::distinct(&fake.requests())
+        .into_iter()
+        .map(|c| (c.group, c.resource, c.verb))
+        .collect()
+}
+
+/// The agent's ClusterRole is exactly what the real Kubernetes source calls: it runs against
+/// the fake API server until its first snapshot, then until it has called everything the role
+/// grants and a quiet period passed; the calls logged must equal the grants.
+#[tokio::test]
+async fn the_agent_role_is_measured_from_the_source() -> anyhow::Result<()> {
+    let granted = grants(&manifest("agent.yaml").role);
+    let fake = FakeApi::start().await?;
+    let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(MeshState::default()));
+    let metrics = KubeMetrics::new(&prometheus::Registry::new())?;
+    let source = tokio::spawn(kubernetes::run(
+        fake.client()?,
+        KubeSourceConfig::new("node-a"),
+        tx,
+        metrics,
+    ));
+    tokio::time::timeout(PATIENCE, rx.changed()).await??;
+    let deadline = Instant::now() + PATIENCE;
+    while !measured(&fake).is_superset(&granted) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Anything the source calls later than its first watches (re-gets, writes) shows up here.
+    tokio::time::sleep(2 * BOOKMARK_INTERVAL).await;
+    source.abort();
+    assert_eq!(measured(&fake), granted);
+    Ok(())
 }

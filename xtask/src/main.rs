@@ -7,7 +7,10 @@
 //! - `bench`: the path benchmark (weft against the direct path) and the scale benchmark (a
 //!   large cluster through the Kubernetes source); `--scale` only the latter, `--micro` criterion.
 //! - `crds`:  renders weft's CRDs from the Rust types into `deploy/crds/`.
+//! - `image`: builds the container image (`Dockerfile`) with docker, podman or buildah.
 
+mod deploy;
+mod image;
 mod setup;
 
 use std::process::Command;
@@ -36,6 +39,12 @@ enum Task {
     Demo,
     /// Write weft's CRDs (generated from the policy types) to deploy/crds/.
     Crds,
+    /// Build the mesh-agent container image with docker, podman or buildah.
+    Image {
+        /// Image name and tag.
+        #[arg(long, default_value = image::DEFAULT_TAG)]
+        tag: String,
+    },
     /// Formatting and clippy (-D warnings), the kernel crate with the BPF nightly.
     Lint,
     /// Benchmarks: the request path through weft against the direct path (netns, release
@@ -64,6 +73,7 @@ fn main() -> Result<()> {
         Task::Demo => demo(),
         Task::Crds => crds(),
         Task::Lint => lint(),
+        Task::Image { tag } => image::build(&tag),
         Task::Bench {
             micro: true, args, ..
         } => micro_bench(&args),
@@ -81,6 +91,8 @@ fn test(args: &[String]) -> Result<()> {
     setup::run()?;
     require_root("the tests create network namespaces, cgroups and BPF programs")?;
     // Default members only: mesh-ebpf is built for the BPF target by mesh-agent's build script.
+    // Offline and quick: before the long suites, so a broken manifest is reported early.
+    deploy::check()?;
     step("cargo test");
     let mut test_args = vec!["test"];
     test_args.extend(args.iter().map(String::as_str));
@@ -133,7 +145,7 @@ fn crds() -> Result<()> {
     ])
 }
 
-fn workspace_root() -> std::path::PathBuf {
+pub(crate) fn workspace_root() -> std::path::PathBuf {
     // xtask lives one level below the workspace root.
     let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     xtask.parent().unwrap_or(xtask).to_path_buf()

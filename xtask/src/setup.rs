@@ -15,8 +15,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// Debian packages: LLVM 22 for bpf-linker, bpftool and iproute2 for the datapath and test bed,
-/// protoc for the test workload's gRPC service.
+/// protoc for the test workload's gRPC service, python3-venv for the deploy check's tools.
 const APT_PACKAGES: &[&str] = &[
+    "python3-venv",
     "protobuf-compiler",
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -30,6 +31,8 @@ pub fn run() -> Result<()> {
     apt_packages()?;
     bpf_nightly()?;
     bpf_linker()?;
+    kubectl()?;
+    crate::deploy::install_tools()?;
     println!("==> setup complete");
     Ok(())
 }
@@ -50,6 +53,28 @@ fn apt_packages() -> Result<()> {
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// kubectl renders the kustomize base in the deploy check. A kubectl already on PATH (e.g. from
+/// the Kubernetes apt repository) is used as is; otherwise Debian's `kubernetes-client`.
+fn kubectl() -> Result<()> {
+    if let Some(path) = crate::deploy::which("kubectl") {
+        println!("==> kubectl present: {}", path.display());
+        return Ok(());
+    }
+    step("apt-get install kubernetes-client (kubectl)");
+    run_cmd(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "kubernetes-client",
+            ])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }

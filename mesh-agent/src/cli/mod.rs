@@ -1,9 +1,11 @@
 //! The `mesh-agent` command line: `run` (the node agent), `validate` (check a state file without
 //! touching the kernel), `ca` (the mesh CA, in `cli/ca.rs`), the inspect commands that ask a
-//! running agent (`status`, `explain`, ..., in `cli/inspect/`) and `version`.
+//! running agent (`status`, `explain`, ..., in `cli/inspect/`), `probe` (the kernel features the
+//! datapath needs) and `version`.
 
 pub mod ca;
 pub mod inspect;
+pub mod probe;
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +33,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// The mesh CA: create its root and node tokens, serve certificates, rotate the root.
     Ca(Box<ca::CaArgs>),
+    /// Check that this node's kernel has every feature the datapath needs (exit 1 if not).
+    Probe(probe::ProbeArgs),
     /// Print the agent's version.
     Version,
     #[command(flatten)]

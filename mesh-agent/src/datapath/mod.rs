@@ -16,6 +16,7 @@ mod inbound;
 mod loader;
 mod pins;
 mod pods;
+pub mod probe;
 mod sockmap;
 mod stats;
 mod sys;

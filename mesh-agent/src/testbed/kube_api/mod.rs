@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 mod select;
 mod server;
 mod store;
@@ -90,6 +91,7 @@ impl FakeApi {
             bookmark_every: BOOKMARK_INTERVAL,
             bookmarks: AtomicU64::new(0),
             hidden: Mutex::new(HashSet::new()),
+            requests: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(accept(listener, shared.clone()));
         Ok(FakeApi { addr, shared, task })
@@ -161,6 +163,12 @@ impl FakeApi {
     /// LIST requests served for a kind (`Pod`) so far.
     pub fn list_requests(&self, kind: &str) -> u64 {
         self.shared.store().lists(kind)
+    }
+
+    /// Every request received so far, in order, as the (verb, group, resource) RBAC checks;
+    /// requests outside the resource paths are left out.
+    pub fn requests(&self) -> Vec<audit::ApiCall> {
+        self.shared.requests().clone()
     }
 
     /// BOOKMARK events sent so far, over all watches.

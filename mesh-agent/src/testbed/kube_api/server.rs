@@ -43,6 +43,8 @@ pub(super) struct Shared {
     pub bookmarks: AtomicU64,
     /// Resources answered with 404, as if their CRD were not installed.
     pub hidden: Mutex<HashSet<ResourceId>>,
+    /// Every resource request received, for [`super::FakeApi::requests`].
+    pub requests: Mutex<Vec<super::audit::ApiCall>>,
 }
 
 impl Shared {
@@ -57,6 +59,10 @@ impl Shared {
     pub fn hidden(&self) -> MutexGuard<'_, HashSet<ResourceId>> {
         self.hidden.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    pub fn requests(&self) -> MutexGuard<'_, Vec<super::audit::ApiCall>> {
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// What a path names: a collection (in a namespace or all of them) or one object.
@@ -68,6 +74,10 @@ pub(super) struct Target {
 
 pub(super) async fn respond(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default();
+    if let Some(call) = super::audit::classify(req.method().as_str(), &path, query) {
+        shared.requests().push(call);
+    }
     if req.method() == Method::POST && path == "/apis/authentication.k8s.io/v1/tokenreviews" {
         return token_review(&shared, req).await;
     }

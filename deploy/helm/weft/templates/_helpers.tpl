@@ -1,0 +1,3 @@
+{{- define "weft.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}
