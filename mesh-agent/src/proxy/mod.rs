@@ -14,6 +14,7 @@ pub mod dial;
 pub mod http;
 pub mod inbound;
 mod io;
+mod peers;
 pub mod lb;
 pub mod origin;
 pub mod outbound;

@@ -26,7 +26,7 @@ use super::upstream::Via;
 use crate::proxy::detect::declared;
 use crate::proxy::outbound::Outbound;
 use crate::routing;
-use crate::telemetry::RequestRecorder;
+use crate::telemetry::{ConnRecorder, UpstreamNotes};
 
 /// What the requests of one client connection share.
 pub struct HttpConn {
@@ -47,7 +47,7 @@ pub struct HttpConn {
     pub(super) source_hash: Option<u64>,
     /// The calling workload's identity, when upstream connections go through the mesh.
     pub(super) via: Via,
-    recorder: RequestRecorder,
+    recorder: Arc<ConnRecorder>,
     /// An upgrade granted by the upstream, to be carried on once hyper lets go of the socket.
     tunnel: Mutex<Option<PendingTunnel>>,
     requests: AtomicU64,
@@ -62,7 +62,7 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub source_hash: Option<u64>,
     pub via: Via,
-    pub recorder: RequestRecorder,
+    pub recorder: Arc<ConnRecorder>,
 }
 
 impl HttpConn {
@@ -112,8 +112,11 @@ impl HttpConn {
         strip_hop_by_hop(&mut parts.headers, upgrading);
         append_forwarded_for(&mut parts.headers, &self.client_addr);
         let request_id = ensure_request_id(&mut parts.headers);
+        let observed = super::observe::Observed::start(&self.recorder, &parts);
 
-        let (mut response, mut mechanism) = self.forward(parts, body, upgrading, started).await;
+        let notes = &observed.notes;
+        let (mut response, mut mechanism) =
+            self.forward(parts, body, upgrading, started, notes).await;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             match client_upgrade {
                 Some(client) => self.grant_upgrade(client, &mut response),
@@ -131,7 +134,7 @@ impl HttpConn {
                 .generated(&self.service_name, mechanism.as_str());
         }
         let elapsed = started.elapsed();
-        self.recorder.record(response.status().as_u16(), elapsed);
+        let response = observed.finish(&self.recorder, started, response, mechanism);
         debug!(
             service = %self.service_name,
             request_id = ?request_id,
@@ -150,6 +153,7 @@ impl HttpConn {
         body: Incoming,
         upgrading: bool,
         started: Instant,
+        notes: &UpstreamNotes,
     ) -> (Response<ResponseBody>, Option<Mechanism>) {
         let state = self.outbound.state.borrow().clone();
         let routed = match route(self, &state, &mut parts) {
@@ -177,7 +181,9 @@ impl HttpConn {
             h2,
             upgrading,
             body_stall: self.body_stall(&parts.headers),
+            notes,
         };
+        super::observe::note_route(notes, routed.rule);
         let Exchanged {
             response,
             mechanism,

@@ -30,6 +30,7 @@ use crate::balance::{self, CallOutcome};
 use crate::resilience::{AttemptResult, RetryConfig, backoff, idempotent, retryable};
 use crate::routing::Timeouts;
 use crate::state::{RetryPolicy, ServiceTarget};
+use crate::telemetry::UpstreamNotes;
 
 /// How long a finished attempt may take to hand the request body back.
 const BODY_RETURN_WAIT: Duration = Duration::from_secs(1);
@@ -51,6 +52,8 @@ pub struct Exchange<'a> {
     pub upgrading: bool,
     /// The idle limit of the client's body, when it has one (see `body.rs`).
     pub body_stall: Option<Duration>,
+    /// Where the attempts leave what the request's telemetry needs.
+    pub notes: &'a UpstreamNotes,
 }
 
 /// The end of an exchange.
@@ -112,10 +115,10 @@ impl Exchange<'_> {
         } else if retries > 0 || keep_copy {
             Source::Tee(Some(Returned {
                 record: Default::default(),
-                rest: Some(ClientBody::new(body, self.body_stall)),
+                rest: Some(ClientBody::new(body, self.body_stall, self.notes.request_bytes.clone())),
             }))
         } else {
-            Source::Stream(Some(ClientBody::new(body, self.body_stall)))
+            Source::Stream(Some(ClientBody::new(body, self.body_stall, self.notes.request_bytes.clone())))
         };
         guard.budget.deposit();
         let attempts = self.attempts(&balancer, hash, cfg, retries, &guard, parts, source);
@@ -219,6 +222,10 @@ impl Exchange<'_> {
                 .send(pick.addr(), request, per_try, limits, h2_slot)
                 .await;
             let failure = classify(&result);
+            self.notes.attempt(pick.addr(), sent.elapsed());
+            if last && attempt > 0 && failure.is_some() {
+                self.notes.retries_exhausted();
+            }
             pick.finish(call_outcome(&result, sent.elapsed()));
             if attempt > 0 {
                 let label = if failure.is_some_and(|f| retryable(cfg, &f)) {
