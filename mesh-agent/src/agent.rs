@@ -109,6 +109,11 @@ async fn serve(
 
     let metrics = Arc::new(Metrics::new()?);
     metrics.register_datapath(Arc::new(datapath.clone()))?;
+    metrics
+        .events()
+        .start_access_log(&cfg.access_log, cfg.access_log_sample)
+        .await?;
+    let events = metrics.events().clone();
     let (state_rx, watcher) = watch_state(cfg, Arc::new(initial), metrics.clone());
     let (stop_tx, stop) = watch::channel(false);
     let (abort_tx, abort) = watch::channel(false);
@@ -164,6 +169,7 @@ async fn serve(
         datapath: Arc::new(datapath.clone()),
         ready: ready.clone(),
         started: std::time::Instant::now(),
+        events: Some(events),
     };
     let admin_server = admin::spawn(admin_listener, admin_context, stop.clone())
         .context("starting the admin API thread")?;

@@ -35,6 +35,13 @@ fn main() -> ExitCode {
         },
         Command::Run(config) => run(*config),
         Command::Ca(args) => ca(*args),
+        Command::Tap(args) => match cli::tap::run(&args, &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
         Command::Inspect(command) => match cli::inspect::run(&command) {
             Ok(out) => {
                 print!("{out}");

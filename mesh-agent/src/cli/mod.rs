@@ -4,6 +4,7 @@
 
 pub mod ca;
 pub mod inspect;
+pub mod tap;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,9 @@ pub enum Command {
     Ca(Box<ca::CaArgs>),
     /// Print the agent's version.
     Version,
+    /// Print the requests and connections this node's proxy finishes while it runs, one line
+    /// each (from the admin API's live `/tap` stream).
+    Tap(tap::TapArgs),
     #[command(flatten)]
     Inspect(inspect::InspectCommand),
 }

@@ -21,4 +21,4 @@ pub use istio::Resolver;
 pub use request::{
     ConnRecorder, Details, PendingRequest, Record, UpstreamNotes, flags, grpc_status, is_grpc, millis,
 };
-pub use server::{Handler, Readiness, reply, serve, serve_http, serve_readiness};
+pub use server::{Handler, Readiness, ReplyBody, reply, serve, serve_http, serve_readiness};
