@@ -289,7 +289,7 @@ mod tests {
         metrics.reload(ReloadResult::Accepted);
 
         let text = metrics.encode()?;
-        let tcp = r#"{connection_security_policy="mutual_tls",destination_namespace="unknown",destination_principal="unknown",destination_service="shop/backend",destination_workload="unknown",request_protocol="tcp",reporter="source",response_flags="-",source_namespace="shop",source_principal="spiffe://weft.local/ns/shop/sa/client",source_workload="client"}"#;
+        let tcp = r#"{connection_security_policy="mutual_tls",destination_namespace="unknown",destination_principal="unknown",destination_service="shop/backend",destination_workload="unknown",reporter="source",request_protocol="tcp",response_flags="-",source_namespace="shop",source_principal="spiffe://weft.local/ns/shop/sa/client",source_workload="client"}"#;
         for line in [
             format!("weft_tcp_connections_opened_total{tcp} 1"),
             format!("weft_tcp_connections_closed_total{tcp} 1"),
