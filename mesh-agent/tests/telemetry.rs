@@ -34,7 +34,7 @@ const TCP_SENT: usize = 6;
 #[test]
 fn metrics_access_log_and_tap_match_the_traffic() -> Result<()> {
     let grpc = secure::service("api-grpc", GRPC_VIP, GRPC_PORT, GRPC_PORT, Some("grpc"));
-    let mut mesh = secure::prepare_with("telemetry", &[], &[], |spec| spec.service_spec(grpc))?;
+    let mut mesh = secure::prepare_with("telem", &[], &[], |spec| spec.service_spec(grpc))?;
     let log = mesh.bed.work_dir().join("access-a.log");
     for node in ["a", "b"] {
         let mut flags = mesh.ca.agent_flags(&mesh.bed.node(node).name);
@@ -87,7 +87,10 @@ fn send_traffic(mesh: &Secure) -> Result<usize> {
     let to = format!("{GRPC_VIP}:{GRPC_PORT}");
     for (status, count) in GRPC_MIX {
         let args = ["grpc-call", "--to", &to, "--status", status];
-        let out = mesh.pod("web", &[&args[..], &["--count", &count.to_string()]].concat())?;
+        let out = mesh.pod(
+            "web",
+            &[&args[..], &["--count", &count.to_string()]].concat(),
+        )?;
         assert_eq!(out["statuses"][status].as_u64(), Some(count), "{out}");
     }
     let mut received = 0;
@@ -117,13 +120,29 @@ fn check_http(mesh: &Secure) -> Result<()> {
         };
         let n = count as f64;
         let src = labels("source");
-        assert_eq!(sum(mesh, 0, "weft_requests_total", &src), n, "source {code}");
+        assert_eq!(
+            sum(mesh, 0, "weft_requests_total", &src),
+            n,
+            "source {code}"
+        );
         let count_series = "weft_request_duration_milliseconds_count";
-        assert_eq!(sum(mesh, 0, count_series, &src), n, "source {code} histogram");
+        assert_eq!(
+            sum(mesh, 0, count_series, &src),
+            n,
+            "source {code} histogram"
+        );
         assert_eq!(sum(mesh, 0, "weft_response_bytes_count", &src), n);
         let dst = labels("destination");
-        assert_eq!(both(mesh, "weft_requests_total", &dst), n, "destination {code}");
-        assert_eq!(both(mesh, count_series, &dst), n, "destination {code} histogram");
+        assert_eq!(
+            both(mesh, "weft_requests_total", &dst),
+            n,
+            "destination {code}"
+        );
+        assert_eq!(
+            both(mesh, count_series, &dst),
+            n,
+            "destination {code} histogram"
+        );
     }
     Ok(())
 }
@@ -143,7 +162,11 @@ fn check_grpc(mesh: &Secure) {
         };
         let n = count as f64;
         let src = labels("source");
-        assert_eq!(sum(mesh, 0, "weft_requests_total", &src), n, "grpc {status}");
+        assert_eq!(
+            sum(mesh, 0, "weft_requests_total", &src),
+            n,
+            "grpc {status}"
+        );
         let dst = labels("destination");
         assert_eq!(both(mesh, "weft_requests_total", &dst), n, "grpc {status}");
     }
@@ -172,7 +195,10 @@ fn check_tcp(mesh: &Secure, received: f64) {
     assert_eq!(sum(mesh, 0, "weft_tcp_connections_opened_total", &src), n);
     assert_eq!(sum(mesh, 0, "weft_tcp_connections_closed_total", &src), n);
     assert_eq!(sum(mesh, 0, "weft_tcp_sent_bytes_total", &src), sent);
-    assert_eq!(sum(mesh, 0, "weft_tcp_received_bytes_total", &src), received);
+    assert_eq!(
+        sum(mesh, 0, "weft_tcp_received_bytes_total", &src),
+        received
+    );
     let dst = tcp_dst();
     assert_eq!(both(mesh, "weft_tcp_connections_closed_total", &dst), n);
     assert_eq!(both(mesh, "weft_tcp_sent_bytes_total", &dst), sent);
@@ -209,7 +235,10 @@ fn check_access_log(log: &std::path::Path, requests: u64) -> Result<()> {
         assert_eq!(r["authority"], API_VIP.to_string(), "{r}");
         assert_eq!(r["protocol"], "http", "{r}");
         assert_eq!(r["response_flags"], "-", "{r}");
-        assert!(r["upstream"].as_str().is_some_and(|u| u.ends_with(":8080")), "{r}");
+        assert!(
+            r["upstream"].as_str().is_some_and(|u| u.ends_with(":8080")),
+            "{r}"
+        );
         assert!(r["duration_ms"].is_u64() && r["time"].is_string(), "{r}");
     }
     let connections = lines

@@ -170,7 +170,11 @@ pub async fn serve(
                 Ok(filter) => return tap::stream(events, filter),
                 Err(e) => {
                     let body = serde_json::json!({ "error": e.to_string() });
-                    return telemetry::reply(StatusCode::BAD_REQUEST, "application/json", format!("{body}\n"));
+                    return telemetry::reply(
+                        StatusCode::BAD_REQUEST,
+                        "application/json",
+                        format!("{body}\n"),
+                    );
                 }
             }
         }

@@ -48,20 +48,28 @@ impl TapFilter {
         };
         let service = self.service.as_deref().is_none_or(|s| {
             r.destination_service == s
-                || r.destination_service.rsplit_once('/').is_some_and(|(_, n)| n == s)
+                || r.destination_service
+                    .rsplit_once('/')
+                    .is_some_and(|(_, n)| n == s)
         });
-        either(&self.namespace, &r.source_namespace, &r.destination_namespace)
-            && either(&self.workload, &r.source_workload, &r.destination_workload)
+        either(
+            &self.namespace,
+            &r.source_namespace,
+            &r.destination_namespace,
+        ) && either(&self.workload, &r.source_workload, &r.destination_workload)
             && service
     }
 }
 
 /// The streamed answer of a tap.
 pub fn stream(events: &Events, filter: TapFilter) -> Response<ReplyBody> {
-    let lines = stream::unfold((events.subscribe(), filter), |(mut rx, filter)| async move {
-        let line = next_line(&mut rx, &filter).await?;
-        Some((Ok::<_, Infallible>(Frame::data(line)), (rx, filter)))
-    });
+    let lines = stream::unfold(
+        (events.subscribe(), filter),
+        |(mut rx, filter)| async move {
+            let line = next_line(&mut rx, &filter).await?;
+            Some((Ok::<_, Infallible>(Frame::data(line)), (rx, filter)))
+        },
+    );
     let mut response = Response::new(StreamBody::new(lines).boxed_unsync());
     *response.status_mut() = StatusCode::OK;
     response.headers_mut().insert(
@@ -86,5 +94,52 @@ async fn next_line(rx: &mut Receiver<Arc<Record>>, filter: &TapFilter) -> Option
             }
             Err(RecvError::Closed) => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(src: (&str, &str), dst: (&str, &str), service: &str) -> Record {
+        let mut r: Record = serde_json::from_value(serde_json::json!({
+            "time": "", "kind": "request", "reporter": "source",
+            "source_workload": src.1, "source_namespace": src.0, "source_principal": "",
+            "destination_workload": dst.1, "destination_namespace": dst.0,
+            "destination_principal": "", "destination_service": service, "route": "",
+            "upstream": "", "method": "GET", "authority": "", "path": "/", "protocol": "http",
+            "response_code": 200, "grpc_status": null, "response_flags": "-",
+            "connection_security_policy": "none", "bytes_received": 0, "bytes_sent": 0,
+            "duration_ms": 0, "upstream_duration_ms": null
+        }))
+        .expect("a record");
+        r.kind = "request".into();
+        r
+    }
+
+    #[test]
+    fn filters_match_either_end_and_the_service() -> Result<(), AdminError> {
+        let r = record(("frontend", "web"), ("shop", "api-b"), "shop/api");
+        let yes = [
+            "",
+            "namespace=frontend",
+            "namespace=shop",
+            "workload=api-b",
+            "service=api",
+            "service=shop/api&namespace=shop&workload=web",
+        ];
+        for q in yes {
+            assert!(TapFilter::parse(Some(q))?.matches(&r), "{q}");
+        }
+        for q in [
+            "namespace=legacy",
+            "workload=api-a",
+            "service=shop/other",
+            "service=sho",
+        ] {
+            assert!(!TapFilter::parse(Some(q))?.matches(&r), "{q}");
+        }
+        assert!(TapFilter::parse(Some("verb=x")).is_err());
+        Ok(())
     }
 }

@@ -88,7 +88,11 @@ async fn stream(args: &TapArgs, out: &mut dyn Write) -> Result<(), InspectError>
     let status = response.status();
     let mut body = response.into_body();
     if !status.is_success() {
-        let text = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let text = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         return Err(InspectError::Refused {
             status: status.as_u16(),
             message: String::from_utf8_lossy(&text).trim().to_owned(),
@@ -100,7 +104,9 @@ async fn stream(args: &TapArgs, out: &mut dyn Write) -> Result<(), InspectError>
     let mut pending = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| unexpected(format!("reading the stream: {e}")))?;
-        let Some(data) = frame.data_ref() else { continue };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
         pending.extend_from_slice(data);
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
@@ -114,8 +120,17 @@ async fn stream(args: &TapArgs, out: &mut dyn Write) -> Result<(), InspectError>
 fn header() -> String {
     format!(
         "{:<11} {:<4} {:<25} {:<25} {:<22} {:<6} {:<7} {:<5} {:>8} {:>8} {:>7}  REQUEST",
-        "REPORTER", "PROTO", "SOURCE", "DESTINATION", "SERVICE", "STATUS", "GRPC", "FLAGS",
-        "BYTES_IN", "BYTES_OUT", "MS"
+        "REPORTER",
+        "PROTO",
+        "SOURCE",
+        "DESTINATION",
+        "SERVICE",
+        "STATUS",
+        "GRPC",
+        "FLAGS",
+        "BYTES_IN",
+        "BYTES_OUT",
+        "MS"
     )
 }
 
@@ -148,7 +163,8 @@ fn render(line: &[u8], output: Output) -> Vec<u8> {
         format!("{}/{}", r.destination_namespace, r.destination_workload),
         r.destination_service,
         status,
-        r.grpc_status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+        r.grpc_status
+            .map_or_else(|| "-".to_owned(), |s| s.to_string()),
         r.response_flags,
         r.bytes_received,
         r.bytes_sent,

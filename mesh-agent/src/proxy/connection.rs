@@ -20,11 +20,11 @@ use super::http::{self, ConnInfo, HttpConn};
 use super::inbound::StreamProtocol;
 use super::io::{ClientIo, ConnStats};
 use super::outbound::Outbound;
+use super::peers;
 use crate::balance;
 use crate::identity::SpiffeId;
 use crate::state::{ServiceTarget, Workload};
 use crate::telemetry::{ConnLabels, RefuseReason};
-use super::peers;
 
 /// What the HTTP path needs to know about a connection.
 struct HttpParts<'a> {

@@ -223,7 +223,10 @@ async fn unknown_destinations_pass_through_to_the_original_destination() -> anyh
     let closed = crate::testbed::AgentProcess::metric_sum(
         &text,
         "weft_tcp_connections_closed_total",
-        &[("destination_service", "unknown"), ("source_workload", "client")],
+        &[
+            ("destination_service", "unknown"),
+            ("source_workload", "client"),
+        ],
     );
     assert_eq!(closed, 1.0, "{text}");
     Ok(())

@@ -14,10 +14,10 @@ pub mod dial;
 pub mod http;
 pub mod inbound;
 mod io;
-mod peers;
 pub mod lb;
 pub mod origin;
 pub mod outbound;
+mod peers;
 
 pub use connection::Outcome;
 pub use dial::{Dialer, MeshDial};

@@ -82,7 +82,11 @@ impl Events {
     }
 
     /// Starts the access-log writer on the current runtime (once; later calls are ignored).
-    pub async fn start_access_log(&self, target: &AccessLogTarget, sample: f64) -> anyhow::Result<()> {
+    pub async fn start_access_log(
+        &self,
+        target: &AccessLogTarget,
+        sample: f64,
+    ) -> anyhow::Result<()> {
         let out: Box<dyn AsyncWrite + Send + Unpin> = match target {
             AccessLogTarget::Off => return Ok(()),
             AccessLogTarget::Stdout => Box::new(tokio::io::stdout()),

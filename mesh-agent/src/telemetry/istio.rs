@@ -55,8 +55,8 @@ const TCP_LABELS: [&str; 11] = [
 
 /// Istio's default duration buckets, in milliseconds.
 const DURATION_MS_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 /// Per-connection caches stop growing here; further label sets are looked up every time.
@@ -206,11 +206,7 @@ impl IstioMetrics {
                 "Time from a request's arrival to the end of its response.",
                 DURATION_MS_BUCKETS.to_vec(),
             )?,
-            request_bytes: histogram(
-                "weft_request_bytes",
-                "Request body sizes.",
-                bytes.clone(),
-            )?,
+            request_bytes: histogram("weft_request_bytes", "Request body sizes.", bytes.clone())?,
             response_bytes: histogram("weft_response_bytes", "Response body sizes.", bytes)?,
             opened: counter(
                 "weft_tcp_connections_opened_total",
@@ -311,7 +307,9 @@ impl ConnSeries {
         let l = &self.labels;
         let dst = self.destination(key.endpoint, resolver);
         let code = key.status.to_string();
-        let grpc = key.grpc_status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+        let grpc = key
+            .grpc_status
+            .map_or_else(|| "-".to_owned(), |s| s.to_string());
         let values: [&str; 13] = [
             l.reporter.as_str(),
             &l.source.workload,
@@ -343,5 +341,96 @@ fn observe(series: &RequestSeries, measured: Measured) {
         .duration
         .observe(measured.duration.as_secs_f64() * 1000.0);
     series.request_bytes.observe(measured.request_bytes as f64);
-    series.response_bytes.observe(measured.response_bytes as f64);
+    series
+        .response_bytes
+        .observe(measured.response_bytes as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(workload: &str) -> Peer {
+        Peer {
+            workload: workload.into(),
+            namespace: "shop".into(),
+            principal: format!("spiffe://cluster.local/ns/shop/sa/{workload}"),
+        }
+    }
+
+    #[test]
+    fn requests_land_in_their_own_series_per_status_and_endpoint() -> anyhow::Result<()> {
+        let registry = Registry::new();
+        let metrics = IstioMetrics::register(&registry)?;
+        let conn = metrics.connection(ConnLabels {
+            reporter: Reporter::Source,
+            source: peer("web"),
+            destination: Peer::unknown(),
+            service: "shop/api".into(),
+            protocol: "http",
+            mtls: true,
+        });
+        let a: SocketAddr = "10.0.0.1:8080".parse()?;
+        let b: SocketAddr = "10.0.0.2:8080".parse()?;
+        let resolve = |e: SocketAddr| peer(if e == a { "api-a" } else { "api-b" });
+        let key = |endpoint, status, grpc_status, flags| RequestKey {
+            endpoint: Some(endpoint),
+            grpc: grpc_status.is_some(),
+            status,
+            grpc_status,
+            flags,
+        };
+        let measured = |ms, out| Measured {
+            duration: Duration::from_millis(ms),
+            request_bytes: 10,
+            response_bytes: out,
+        };
+        for _ in 0..3 {
+            conn.request(key(a, 200, None, "-"), measured(2, 100), Some(&resolve));
+        }
+        conn.request(key(b, 503, None, "UF"), measured(40, 0), Some(&resolve));
+        conn.request(key(b, 200, Some(5), "-"), measured(1, 7), Some(&resolve));
+
+        let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather())?;
+        let common = r#"connection_security_policy="mutual_tls",destination_namespace="shop""#;
+        let web = r#"source_namespace="shop",source_principal="spiffe://cluster.local/ns/shop/sa/web",source_workload="web""#;
+        let line = |dst: &str, grpc: &str, proto: &str, reporter_code_flags: &str| {
+            format!(
+                "{{{common},destination_principal=\"spiffe://cluster.local/ns/shop/sa/{dst}\",destination_service=\"shop/api\",destination_workload=\"{dst}\",grpc_response_status=\"{grpc}\",reporter=\"source\",request_protocol=\"{proto}\",{reporter_code_flags},{web}}}"
+            )
+        };
+        let ok = line(
+            "api-a",
+            "-",
+            "http",
+            r#"response_code="200",response_flags="-""#,
+        );
+        let failed = line(
+            "api-b",
+            "-",
+            "http",
+            r#"response_code="503",response_flags="UF""#,
+        );
+        let grpc = line(
+            "api-b",
+            "5",
+            "grpc",
+            r#"response_code="200",response_flags="-""#,
+        );
+        for expected in [
+            format!("weft_requests_total{ok} 3"),
+            format!("weft_request_duration_milliseconds_count{ok} 3"),
+            format!("weft_response_bytes_sum{ok} 300"),
+            format!("weft_request_bytes_sum{ok} 30"),
+            format!("weft_requests_total{failed} 1"),
+            format!("weft_request_duration_milliseconds_sum{failed} 40"),
+            format!("weft_requests_total{grpc} 1"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == expected),
+                "missing {expected}\n{text}"
+            );
+        }
+        Ok(())
+    }
 }

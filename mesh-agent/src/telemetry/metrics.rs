@@ -10,10 +10,10 @@ use mesh_common::Counter;
 
 use super::authz::AuthzMetrics;
 use super::events::Events;
-use super::istio::{ConnLabels, IstioMetrics};
-use super::request::ConnRecorder;
 use super::http::HttpMetrics;
+use super::istio::{ConnLabels, IstioMetrics};
 use super::mesh::MeshMetrics;
+use super::request::ConnRecorder;
 use crate::state::ReloadResult;
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;

@@ -15,10 +15,11 @@ mod server;
 pub use authz::AuthzMetrics;
 pub use events::{AccessLogTarget, Events, rfc3339};
 pub use http::HttpMetrics;
+pub use istio::Resolver;
 pub use istio::{ConnLabels, Peer, Reporter, RequestKey, UNKNOWN};
 pub use metrics::{DatapathStats, Metrics, RefuseReason};
-pub use istio::Resolver;
 pub use request::{
-    ConnRecorder, Details, PendingRequest, Record, UpstreamNotes, flags, grpc_status, is_grpc, millis,
+    ConnRecorder, Details, PendingRequest, Record, UpstreamNotes, flags, grpc_status, is_grpc,
+    millis,
 };
 pub use server::{Handler, Readiness, ReplyBody, reply, serve, serve_http, serve_readiness};

@@ -117,7 +117,13 @@ impl ConnRecorder {
         headers: &HeaderMap,
     ) -> Option<Box<Details>> {
         self.events.wanted().then(|| {
-            let host = || headers.get(http::header::HOST)?.to_str().ok().map(str::to_owned);
+            let host = || {
+                headers
+                    .get(http::header::HOST)?
+                    .to_str()
+                    .ok()
+                    .map(str::to_owned)
+            };
             Box::new(Details {
                 start_time: SystemTime::now(),
                 method: method.to_string(),
@@ -132,7 +138,13 @@ impl ConnRecorder {
     }
 
     /// The connection ended: `sent` bytes from the source workload, `received` to it.
-    pub fn closed(&self, flags: &'static str, upstream: Option<SocketAddr>, sent: u64, received: u64) {
+    pub fn closed(
+        &self,
+        flags: &'static str,
+        upstream: Option<SocketAddr>,
+        sent: u64,
+        received: u64,
+    ) {
         self.series.closed(flags, sent, received);
         if !self.events.wanted() {
             return;
@@ -309,7 +321,10 @@ impl UpstreamNotes {
 
     /// An attempt to `endpoint` got its answer (or failed) after `elapsed`.
     pub fn attempt(&self, endpoint: SocketAddr, elapsed: std::time::Duration) {
-        *self.endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(endpoint);
+        *self
+            .endpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(endpoint);
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.upstream_us.store(us, Ordering::Relaxed);
     }
@@ -320,15 +335,26 @@ impl UpstreamNotes {
     }
 
     pub fn endpoint(&self) -> Option<SocketAddr> {
-        *self.endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .endpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn set_route(&self, route: String) {
-        *self.route.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = route;
+        *self
+            .route
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = route;
     }
 
     pub fn take_route(&self) -> String {
-        std::mem::take(&mut *self.route.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        std::mem::take(
+            &mut *self
+                .route
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     pub fn exhausted(&self) -> bool {
@@ -336,6 +362,7 @@ impl UpstreamNotes {
     }
 
     pub fn upstream_ms(&self) -> Option<u64> {
-        self.endpoint().map(|_| self.upstream_us.load(Ordering::Relaxed) / 1000)
+        self.endpoint()
+            .map(|_| self.upstream_us.load(Ordering::Relaxed) / 1000)
     }
 }

@@ -132,11 +132,7 @@ pub async fn serve_http(
 }
 
 /// A response with this status, content type and body.
-pub fn reply(
-    status: StatusCode,
-    content_type: &'static str,
-    body: String,
-) -> Response<ReplyBody> {
+pub fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<ReplyBody> {
     let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(

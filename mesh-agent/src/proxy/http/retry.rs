@@ -115,10 +115,18 @@ impl Exchange<'_> {
         } else if retries > 0 || keep_copy {
             Source::Tee(Some(Returned {
                 record: Default::default(),
-                rest: Some(ClientBody::new(body, self.body_stall, self.notes.request_bytes.clone())),
+                rest: Some(ClientBody::new(
+                    body,
+                    self.body_stall,
+                    self.notes.request_bytes.clone(),
+                )),
             }))
         } else {
-            Source::Stream(Some(ClientBody::new(body, self.body_stall, self.notes.request_bytes.clone())))
+            Source::Stream(Some(ClientBody::new(
+                body,
+                self.body_stall,
+                self.notes.request_bytes.clone(),
+            )))
         };
         guard.budget.deposit();
         let attempts = self.attempts(&balancer, hash, cfg, retries, &guard, parts, source);

@@ -23,13 +23,11 @@ use tracing::debug;
 use super::{Admitted, Inbound, StreamProtocol};
 use crate::policy::{self, Layer};
 use crate::proxy::copy::copy_bidirectional;
-use crate::proxy::http::headers::wants_upgrade;
 use crate::proxy::http::body::Counted;
+use crate::proxy::http::headers::wants_upgrade;
 use crate::proxy::http::observe::flag;
 use crate::proxy::http::respond::{Mechanism, ResponseBody, generated};
-use crate::telemetry::{
-    ConnRecorder, PendingRequest, RequestKey, flags, grpc_status, is_grpc,
-};
+use crate::telemetry::{ConnRecorder, PendingRequest, RequestKey, flags, grpc_status, is_grpc};
 
 /// The header carrying the caller's identity to the application (Envoy's name and format).
 pub const XFCC: &str = "x-forwarded-client-cert";
@@ -111,7 +109,11 @@ impl Inbound {
                 _ = self.aborted() => Err("shutdown".into()),
             }
         };
-        let flag = if served.is_ok() { flags::NONE } else { flags::DC };
+        let flag = if served.is_ok() {
+            flags::NONE
+        } else {
+            flags::DC
+        };
         let outcome = served.err().unwrap_or_else(|| "ok".into());
         // Byte counts of HTTP streams are in the request series (`weft_request_bytes`...).
         recorder.closed(flag, endpoint, 0, 0);

@@ -26,9 +26,9 @@ pub(super) fn destination_labels(state: &MeshState, admitted: &Admitted) -> Conn
 
 fn source_workload<'s>(state: &'s MeshState, admitted: &Admitted) -> Option<&'s Workload> {
     let id = &admitted.source;
-    let mut matching = state.enrolled_on(&admitted.calling_node).filter(|w| {
-        w.key.namespace == id.namespace() && w.service_account == id.service_account()
-    });
+    let mut matching = state
+        .enrolled_on(&admitted.calling_node)
+        .filter(|w| w.key.namespace == id.namespace() && w.service_account == id.service_account());
     let first = matching.next()?;
     matching.next().is_none().then_some(&**first)
 }

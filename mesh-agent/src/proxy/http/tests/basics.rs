@@ -106,7 +106,11 @@ async fn sniffed_http1_gets_proxy_headers_and_keeps_hop_by_hop_fields_local() ->
     ];
     let sum = |name| crate::testbed::AgentProcess::metric_sum(&text, name, &labels);
     assert_eq!(sum("weft_requests_total"), 5.0, "{text}");
-    assert_eq!(sum("weft_request_duration_milliseconds_count"), 5.0, "{text}");
+    assert_eq!(
+        sum("weft_request_duration_milliseconds_count"),
+        5.0,
+        "{text}"
+    );
     assert_eq!(sum("weft_response_bytes_count"), 5.0, "{text}");
     Ok(())
 }
