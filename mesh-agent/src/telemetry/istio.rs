@@ -372,8 +372,8 @@ mod tests {
         });
         let a: SocketAddr = "10.0.0.1:8080".parse()?;
         let b: SocketAddr = "10.0.0.2:8080".parse()?;
-        let resolve = |e: SocketAddr| peer(if e == a { "api-a" } else { "api-b" });
-        let key = |endpoint, status, grpc_status, flags| RequestKey {
+        let resolve = move |e: SocketAddr| peer(if e == a { "api-a" } else { "api-b" });
+        let key = |endpoint, status, grpc_status: Option<u16>, flags| RequestKey {
             endpoint: Some(endpoint),
             grpc: grpc_status.is_some(),
             status,
