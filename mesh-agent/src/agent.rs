@@ -115,6 +115,11 @@ async fn serve(
         .with_context(|| format!("binding the admin listener on {}", cfg.admin_addr))?;
 
     metrics.register_datapath(Arc::new(datapath.clone()))?;
+    metrics
+        .events()
+        .start_access_log(&cfg.access_log, cfg.access_log_sample)
+        .await?;
+    let events = metrics.events().clone();
     let propagation = PropagationMetrics::register(metrics.registry())?;
     let StateFeed {
         rx: state_rx,
@@ -176,6 +181,7 @@ async fn serve(
         datapath: Arc::new(datapath.clone()),
         ready: ready.clone(),
         started: std::time::Instant::now(),
+        events: Some(events),
     };
     let admin_server = admin::spawn(admin_listener, admin_context, stop.clone())
         .context("starting the admin API thread")?;

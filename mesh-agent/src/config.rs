@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+use crate::telemetry::AccessLogTarget;
+
 /// Defaults, kept together so that flags, docs and tests agree.
 pub mod defaults {
     pub const PROXY_IP: &str = "169.254.7.1";
@@ -39,6 +41,20 @@ pub mod defaults {
     pub const TRACE_SAMPLING: &str = "0.01";
     /// How long in-flight connections may run on after a shutdown signal.
     pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction between 0 and 1")),
+    }
+}
+
+pub(crate) fn display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// Configuration of `mesh-agent run`.
@@ -155,6 +171,16 @@ pub struct AgentConfig {
     /// node's addresses, so only loopback keeps it to the node.
     #[arg(long)]
     pub admin_addr_unsafe: bool,
+
+    /// Access log: one JSON line per HTTP request and per TCP connection: `off`, `stdout`, or
+    /// a file path (appended to).
+    #[arg(long, value_name = "off|stdout|FILE", default_value = "off")]
+    #[serde(serialize_with = "crate::config::display")]
+    pub access_log: AccessLogTarget,
+
+    /// Fraction of requests and connections written to the access log, 0 to 1.
+    #[arg(long, value_name = "FRACTION", default_value_t = 1.0, value_parser = parse_fraction)]
+    pub access_log_sample: f64,
 
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]

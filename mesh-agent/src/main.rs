@@ -44,6 +44,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Ca(args) => ca(*args),
+        Command::Tap(args) => match cli::tap::run(&args, &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
         Command::Inspect(command) => match cli::inspect::run(&command) {
             Ok(out) => {
                 print!("{out}");

@@ -20,6 +20,7 @@ mod inventory;
 mod lookup;
 mod query;
 mod routes;
+pub mod tap;
 pub mod views;
 
 pub use query::encode as encode_query_value;
@@ -40,7 +41,7 @@ use crate::config::AgentConfig;
 use crate::datapath::AttachedProgram;
 use crate::identity::Identities;
 use crate::state::MeshState;
-use crate::telemetry::{self, DatapathStats, Handler, Readiness};
+use crate::telemetry::{self, DatapathStats, Events, Handler, Readiness};
 
 /// What the admin API needs from the datapath beyond the counters: the programs attached to a
 /// pod's cgroup (the agent implements it over the live datapath).
@@ -57,6 +58,8 @@ pub struct AdminContext {
     pub datapath: Arc<dyn AdminDatapath>,
     pub ready: Readiness,
     pub started: Instant,
+    /// Where `/tap` reads from; `None`: no tap (tests of the other endpoints).
+    pub events: Option<Events>,
 }
 
 impl AdminContext {
@@ -101,7 +104,7 @@ pub fn handle(ctx: &AdminContext, method: &Method, path: &str, query: Option<&st
         "/explain" => explain::explain(ctx, query).and_then(json),
         _ => Err(AdminError::NotFound(format!(
             "no endpoint {path}; the endpoints are /status, /workloads, /services, /routes, \
-             /certs, /policies, /config_dump, /policy/check and /explain"
+             /certs, /policies, /config_dump, /policy/check, /explain and /tap"
         ))),
     };
     match answer {
@@ -162,6 +165,19 @@ pub async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let handler: Handler = Arc::new(move |method, path, query| {
+        if let (&Method::GET, "/tap", Some(events)) = (method, path, &ctx.events) {
+            match tap::TapFilter::parse(query) {
+                Ok(filter) => return tap::stream(events, filter),
+                Err(e) => {
+                    let body = serde_json::json!({ "error": e.to_string() });
+                    return telemetry::reply(
+                        StatusCode::BAD_REQUEST,
+                        "application/json",
+                        format!("{body}\n"),
+                    );
+                }
+            }
+        }
         let reply = handle(&ctx, method, path, query);
         let mut text = serde_json::to_string_pretty(&reply.body).unwrap_or_default();
         text.push('\n');

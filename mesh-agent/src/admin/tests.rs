@@ -141,6 +141,7 @@ pub(crate) fn context(mtls: bool, flags: &[&str]) -> AdminContext {
         datapath: Arc::new(FakeDatapath),
         ready,
         started: Instant::now(),
+        events: None,
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod ca;
 pub mod inspect;
 pub mod probe;
+pub mod tap;
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,9 @@ pub enum Command {
     Probe(probe::ProbeArgs),
     /// Print the agent's version.
     Version,
+    /// Print the requests and connections this node's proxy finishes while it runs, one line
+    /// each (from the admin API's live `/tap` stream).
+    Tap(tap::TapArgs),
     #[command(flatten)]
     Inspect(inspect::InspectCommand),
 }

@@ -20,10 +20,11 @@ use super::http::{self, ConnInfo, HttpConn};
 use super::inbound::StreamProtocol;
 use super::io::{ClientIo, ConnStats};
 use super::outbound::Outbound;
+use super::peers;
 use crate::balance;
 use crate::identity::SpiffeId;
 use crate::state::{ServiceTarget, Workload};
-use crate::telemetry::{RefuseReason, TcpLabels};
+use crate::telemetry::{ConnLabels, RefuseReason};
 
 /// What the HTTP path needs to know about a connection.
 struct HttpParts<'a> {
@@ -32,7 +33,7 @@ struct HttpParts<'a> {
     original_dst: SocketAddr,
     target: &'a ServiceTarget,
     source: Option<&'a Workload>,
-    labels: &'a TcpLabels,
+    labels: ConnLabels,
 }
 
 /// How a connection ended: the `outcome` field of the `outbound connection` event.
@@ -110,8 +111,8 @@ impl Outbound {
         let src_workload = source
             .as_ref()
             .map_or_else(|| "unknown".to_owned(), |w| w.key.to_string());
-        let labels = tcp_labels(source.as_deref(), &service);
         let via = source.as_deref().and_then(|w| self.dialer.identity_of(w));
+        let mut labels = peers::source_labels(source.as_deref(), via.as_deref(), &service);
         let span =
             info_span!("outbound", src_workload = %src_workload, original_dst = %original_dst);
         async {
@@ -131,30 +132,36 @@ impl Outbound {
             self.metrics
                 .http()
                 .detection(protocol.as_str(), detected.reason.as_str());
-            self.metrics.connection_opened(&labels);
             let (done, upstream, requests) = match (protocol, target) {
                 (AppProtocol::Http1 | AppProtocol::Http2, Some(target)) => {
+                    labels.protocol = "http";
+                    labels.mtls = via.is_some();
                     let http = HttpParts {
                         peer,
                         via: via.clone(),
                         original_dst,
                         target,
                         source: source.as_deref(),
-                        labels: &labels,
+                        labels,
                     };
                     let (done, requests) = self.serve_http(client, detected, http).await;
                     (done, None, requests)
                 }
                 _ => {
                     let upstream = self.route(target, original_dst);
+                    if let Some(endpoint) = upstream {
+                        (labels.destination, labels.mtls) =
+                            peers::destination(&state, via.as_deref(), endpoint);
+                    }
+                    let recorder = self.metrics.connection(labels);
                     let done = self
                         .forward_tcp(client, upstream, detected.prefix, target, via.as_deref())
                         .await;
+                    let flag = peers::flag(done.outcome);
+                    recorder.closed(flag, upstream, done.sent, done.received);
                     (done, upstream, 0)
                 }
             };
-            self.metrics
-                .connection_closed(&labels, done.sent, done.received);
             info!(
                 src_workload = %src_workload,
                 src_addr = %peer,
@@ -211,6 +218,10 @@ impl Outbound {
         let stats = Arc::new(ConnStats::default());
         let io = ClientIo::new(detected.prefix, client, stats.clone());
         let service = &parts.target.service;
+        let resolver = peers::resolver(self.state.clone(), parts.via.clone());
+        let recorder = self
+            .metrics
+            .connection_resolved(parts.labels, Some(resolver));
         let conn = Arc::new(HttpConn::new(
             self.clone(),
             ConnInfo {
@@ -223,12 +234,14 @@ impl Outbound {
                 source_hash: parts
                     .source
                     .map(|w| balance::hash_key(w.key.to_string().as_bytes())),
-                recorder: self.metrics.http().recorder(parts.labels),
+                recorder: recorder.clone(),
                 // Only spans use it: not built when nothing is traced.
                 source_workload: self.tracer().and(parts.source).map(|w| w.key.to_string()),
             },
         ));
         let end = http::serve(conn.clone(), io, stats.clone(), detected.protocol).await;
+        let flag = peers::flag(end.outcome);
+        recorder.closed(flag, None, stats.sent(), stats.received());
         let done = Finished {
             outcome: end.outcome,
             via: if parts.via.is_some() {
@@ -326,17 +339,6 @@ impl Outbound {
             // The sender lives as long as `self`; if it is gone, no abort can come.
             std::future::pending::<()>().await;
         }
-    }
-}
-
-fn tcp_labels(source: Option<&Workload>, service: &str) -> TcpLabels {
-    let (name, namespace) = source.map_or(("unknown", "unknown"), |w| {
-        (w.key.name.as_str(), w.key.namespace.as_str())
-    });
-    TcpLabels {
-        source_workload: name.to_owned(),
-        source_namespace: namespace.to_owned(),
-        destination_service: service.to_owned(),
     }
 }
 

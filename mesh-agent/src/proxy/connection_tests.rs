@@ -190,17 +190,22 @@ async fn service_traffic_is_balanced_and_attributed() -> anyhow::Result<()> {
 
     settle(&proxy.outbound).await?;
     let text = proxy.metrics.encode()?;
-    let labels = r#"{destination_service="shop/backend",reporter="source",source_namespace="shop",source_workload="client"}"#;
-    for line in [
-        format!("weft_tcp_connections_opened_total{labels} 4"),
-        format!("weft_tcp_connections_closed_total{labels} 4"),
-        format!("weft_tcp_sent_bytes_total{labels} 16"),
-        format!("weft_tcp_received_bytes_total{labels} 24"),
-    ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "missing {line:?} in\n{text}"
+    // Each backend got two connections: "reqN" in (4 bytes), "a:reqN" back (6 bytes).
+    for backend in ["backend-0", "backend-1"] {
+        let labels = format!(
+            r#"{{connection_security_policy="none",destination_namespace="shop",destination_principal="unknown",destination_service="shop/backend",destination_workload="{backend}",reporter="source",request_protocol="tcp",response_flags="-",source_namespace="shop",source_principal="unknown",source_workload="client"}}"#
         );
+        for line in [
+            format!("weft_tcp_connections_opened_total{labels} 2"),
+            format!("weft_tcp_connections_closed_total{labels} 2"),
+            format!("weft_tcp_sent_bytes_total{labels} 8"),
+            format!("weft_tcp_received_bytes_total{labels} 12"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
     }
     Ok(())
 }
@@ -216,10 +221,15 @@ async fn unknown_destinations_pass_through_to_the_original_destination() -> anyh
     assert_eq!(request(proxy.addr, b"hello").await?, "direct:hello");
     settle(&proxy.outbound).await?;
     let text = proxy.metrics.encode()?;
-    assert!(
-        text.contains(r#"weft_tcp_connections_closed_total{destination_service="",reporter="source",source_namespace="shop",source_workload="client"} 1"#),
-        "{text}"
+    let closed = crate::testbed::AgentProcess::metric_sum(
+        &text,
+        "weft_tcp_connections_closed_total",
+        &[
+            ("destination_service", "unknown"),
+            ("source_workload", "client"),
+        ],
     );
+    assert_eq!(closed, 1.0, "{text}");
     Ok(())
 }
 

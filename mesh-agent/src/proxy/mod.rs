@@ -17,6 +17,7 @@ mod io;
 pub mod lb;
 pub mod origin;
 pub mod outbound;
+mod peers;
 
 pub use connection::Outcome;
 pub use dial::{Dialer, MeshDial};

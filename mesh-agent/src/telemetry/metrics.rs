@@ -9,9 +9,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use mesh_common::Counter;
 
 use super::authz::AuthzMetrics;
+use super::events::Events;
 use super::http::HttpMetrics;
+use super::istio::{ConnLabels, IstioMetrics};
 use super::mesh::MeshMetrics;
 use super::programs::ProgramCollector;
+use super::request::ConnRecorder;
 use super::sockmap::SockmapSeries;
 use crate::datapath::ProgramRuns;
 use crate::state::ReloadResult;
@@ -39,33 +42,6 @@ impl RefuseReason {
     }
 }
 
-/// Labels of the per-connection TCP series, from the source side's point of view.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TcpLabels {
-    pub source_workload: String,
-    pub source_namespace: String,
-    /// `namespace/name` of the destination service; empty for passthrough traffic.
-    pub destination_service: String,
-}
-
-impl TcpLabels {
-    pub(crate) fn values(&self) -> [&str; 4] {
-        [
-            "source",
-            &self.source_workload,
-            &self.source_namespace,
-            &self.destination_service,
-        ]
-    }
-}
-
-const TCP_LABELS: [&str; 4] = [
-    "reporter",
-    "source_workload",
-    "source_namespace",
-    "destination_service",
-];
-
 /// What the metrics need from the datapath; the agent implements it over the live datapath.
 pub trait DatapathStats: Send + Sync {
     fn counters(&self) -> anyhow::Result<Vec<(Counter, u64)>>;
@@ -80,10 +56,8 @@ pub trait DatapathStats: Send + Sync {
 /// Every metric the agent exports.
 pub struct Metrics {
     registry: Registry,
-    tcp_opened: IntCounterVec,
-    tcp_closed: IntCounterVec,
-    tcp_sent: IntCounterVec,
-    tcp_received: IntCounterVec,
+    istio: IstioMetrics,
+    events: Events,
     refused: IntCounterVec,
     reloads: IntCounterVec,
     http: HttpMetrics,
@@ -104,29 +78,11 @@ impl Metrics {
         let authz = AuthzMetrics::register(&registry)?;
         let mesh = Arc::new(MeshMetrics::register(&registry)?);
         let metrics = Metrics {
+            istio: IstioMetrics::register(&registry)?,
+            events: Events::register(&registry)?,
             http,
             authz,
             mesh,
-            tcp_opened: counter_vec(
-                "weft_tcp_connections_opened_total",
-                "TCP connections opened through the node proxy.",
-                &TCP_LABELS,
-            )?,
-            tcp_closed: counter_vec(
-                "weft_tcp_connections_closed_total",
-                "TCP connections closed by the node proxy.",
-                &TCP_LABELS,
-            )?,
-            tcp_sent: counter_vec(
-                "weft_tcp_sent_bytes_total",
-                "Bytes sent by the source workload over proxied TCP connections.",
-                &TCP_LABELS,
-            )?,
-            tcp_received: counter_vec(
-                "weft_tcp_received_bytes_total",
-                "Bytes received by the source workload over proxied TCP connections.",
-                &TCP_LABELS,
-            )?,
             refused: counter_vec(
                 "weft_proxy_refused_connections_total",
                 "Connections the outbound proxy accepted and closed without proxying.",
@@ -168,17 +124,28 @@ impl Metrics {
         &self.authz
     }
 
-    pub fn connection_opened(&self, labels: &TcpLabels) {
-        self.tcp_opened.with_label_values(&labels.values()).inc();
+    /// Istio's standard series.
+    pub fn istio(&self) -> &IstioMetrics {
+        &self.istio
     }
 
-    pub fn connection_closed(&self, labels: &TcpLabels, sent: u64, received: u64) {
-        let values = labels.values();
-        self.tcp_closed.with_label_values(&values).inc();
-        self.tcp_sent.with_label_values(&values).inc_by(sent);
-        self.tcp_received
-            .with_label_values(&values)
-            .inc_by(received);
+    /// The access log and the tap.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// The telemetry of one new connection (counted as opened).
+    pub fn connection(&self, labels: ConnLabels) -> Arc<ConnRecorder> {
+        self.connection_resolved(labels, None)
+    }
+
+    /// As [`Metrics::connection`], naming each request's destination from its endpoint.
+    pub fn connection_resolved(
+        &self,
+        labels: ConnLabels,
+        resolver: Option<Box<crate::telemetry::istio::Resolver>>,
+    ) -> Arc<ConnRecorder> {
+        ConnRecorder::new(self.istio.connection(labels), self.events.clone(), resolver)
     }
 
     /// The registry, for series other modules own (identity certificates...).
@@ -287,6 +254,8 @@ impl Collector for DatapathCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::istio::{Peer, Reporter};
+    use crate::telemetry::request::flags;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     struct FakeDatapath {
@@ -329,18 +298,24 @@ mod tests {
             captured: AtomicU64::new(7),
         });
         metrics.register_datapath(fake.clone())?;
-        let labels = TcpLabels {
-            source_workload: "client".into(),
-            source_namespace: "shop".into(),
-            destination_service: "shop/backend".into(),
-        };
-        metrics.connection_opened(&labels);
-        metrics.connection_closed(&labels, 120, 4500);
+        let conn = metrics.connection(ConnLabels {
+            reporter: Reporter::Source,
+            source: Peer {
+                workload: "client".into(),
+                namespace: "shop".into(),
+                principal: "spiffe://weft.local/ns/shop/sa/client".into(),
+            },
+            destination: Peer::unknown(),
+            service: "shop/backend".into(),
+            protocol: "tcp",
+            mtls: true,
+        });
+        conn.closed(flags::NONE, None, 120, 4500);
         metrics.refused(RefuseReason::Limit);
         metrics.reload(ReloadResult::Accepted);
 
         let text = metrics.encode()?;
-        let tcp = r#"{destination_service="shop/backend",reporter="source",source_namespace="shop",source_workload="client"}"#;
+        let tcp = r#"{connection_security_policy="mutual_tls",destination_namespace="unknown",destination_principal="unknown",destination_service="shop/backend",destination_workload="unknown",reporter="source",request_protocol="tcp",response_flags="-",source_namespace="shop",source_principal="spiffe://weft.local/ns/shop/sa/client",source_workload="client"}"#;
         for line in [
             format!("weft_tcp_connections_opened_total{tcp} 1"),
             format!("weft_tcp_connections_closed_total{tcp} 1"),

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::header::CONTENT_TYPE;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -39,9 +40,12 @@ impl Readiness {
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The body of an answer: whole, or streamed (the admin API's tap).
+pub type ReplyBody = UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
 /// Answers one request from its method, path and query (the body is never read: every
 /// endpoint is a `GET`).
-pub type Handler = Arc<dyn Fn(&Method, &str, Option<&str>) -> Response<Full<Bytes>> + Send + Sync>;
+pub type Handler = Arc<dyn Fn(&Method, &str, Option<&str>) -> Response<ReplyBody> + Send + Sync>;
 
 /// Serves `/metrics` until `stop` turns true.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) {
@@ -128,12 +132,8 @@ pub async fn serve_http(
 }
 
 /// A response with this status, content type and body.
-pub fn reply(
-    status: StatusCode,
-    content_type: &'static str,
-    body: String,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+pub fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<ReplyBody> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -142,7 +142,7 @@ pub fn reply(
     response
 }
 
-fn get_only() -> Response<Full<Bytes>> {
+fn get_only() -> Response<ReplyBody> {
     reply(
         StatusCode::METHOD_NOT_ALLOWED,
         "text/plain",
@@ -150,7 +150,7 @@ fn get_only() -> Response<Full<Bytes>> {
     )
 }
 
-fn not_found() -> Response<Full<Bytes>> {
+fn not_found() -> Response<ReplyBody> {
     reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into())
 }
 

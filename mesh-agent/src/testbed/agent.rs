@@ -145,6 +145,21 @@ impl AgentProcess {
             .and_then(|v| v.parse().ok())
     }
 
+    /// The sum of every sample of `name` that has these labels (among others): a total over
+    /// the labels not named, e.g. all destinations of one source.
+    pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The agent's process id while it runs (to read its CPU time and memory from /proc).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

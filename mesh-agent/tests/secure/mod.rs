@@ -54,6 +54,16 @@ pub fn start(label: &str, sections: &[&str], ca_flags: &[&str]) -> Result<Secure
 
 /// The topology and the CA, without agents.
 pub fn prepare(label: &str, sections: &[&str], ca_flags: &[&str]) -> Result<Secure> {
+    prepare_with(label, sections, ca_flags, |spec| spec)
+}
+
+/// As [`prepare`], with `more` adding to the mesh (services...) before it is written.
+pub fn prepare_with(
+    label: &str,
+    sections: &[&str],
+    ca_flags: &[&str],
+    more: impl FnOnce(MeshSpec) -> MeshSpec,
+) -> Result<Secure> {
     let mut bed = TestBed::new(label)?;
     for node in ["a", "b", "ca"] {
         bed.add_node(node)?;
@@ -90,6 +100,7 @@ pub fn prepare(label: &str, sections: &[&str], ca_flags: &[&str]) -> Result<Secu
     for section in sections {
         spec = spec.section(section);
     }
+    let spec = more(spec);
     let config = spec.write(&bed, "mesh.yaml")?;
     let ca = MeshCa::start(&bed, "ca", &bin_dir(), &config, ca_flags)?;
     Ok(Secure {
@@ -101,7 +112,7 @@ pub fn prepare(label: &str, sections: &[&str], ca_flags: &[&str]) -> Result<Secu
     })
 }
 
-fn service(
+pub fn service(
     name: &str,
     vip: Ipv4Addr,
     port: u16,
@@ -133,7 +144,7 @@ impl Secure {
     }
 
     /// Waits until both agents hold the identities of their pods.
-    fn wait_for_identities(&mut self) -> Result<()> {
+    pub fn wait_for_identities(&mut self) -> Result<()> {
         let wanted = [
             (0, "spiffe://cluster.local/ns/frontend/sa/web"),
             (0, "spiffe://cluster.local/ns/shop/sa/other"),

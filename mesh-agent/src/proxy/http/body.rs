@@ -15,6 +15,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -70,6 +72,8 @@ impl BodyError {
 pub struct ClientBody {
     inner: Incoming,
     stall: Option<Stall>,
+    /// Data bytes read from the client so far (the request's size in the metrics).
+    read: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -82,13 +86,13 @@ struct Stall {
 
 impl ClientBody {
     /// `stall_after`: the idle limit, for bodies that have one (see the module docs).
-    pub fn new(inner: Incoming, stall_after: Option<Duration>) -> Self {
+    pub fn new(inner: Incoming, stall_after: Option<Duration>, read: Arc<AtomicU64>) -> Self {
         let stall = stall_after.map(|limit| Stall {
             limit,
             timer: None,
             waiting: false,
         });
-        ClientBody { inner, stall }
+        ClientBody { inner, stall, read }
     }
 
     pub fn is_end_stream(&self) -> bool {
@@ -107,6 +111,11 @@ impl ClientBody {
             Poll::Ready(frame) => {
                 if let Some(stall) = &mut self.stall {
                     stall.waiting = false;
+                }
+                if let Some(Ok(f)) = &frame
+                    && let Some(data) = f.data_ref()
+                {
+                    self.read.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::Client)))
             }
@@ -349,5 +358,45 @@ impl Drop for TeeBody {
                 rest: self.rest.take(),
             });
         }
+    }
+}
+
+/// A body that counts the data bytes it passes (the inbound side's request sizes).
+#[derive(Debug)]
+pub struct Counted<B> {
+    inner: B,
+    read: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, read: Arc<AtomicU64>) -> Self {
+        Counted { inner, read }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.read.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

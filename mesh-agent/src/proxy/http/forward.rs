@@ -27,8 +27,8 @@ use crate::proxy::detect::declared;
 use crate::proxy::outbound::Outbound;
 use crate::routing;
 use crate::state::MeshState;
-use crate::telemetry::RequestRecorder;
 use crate::telemetry::trace::ProxySpans;
+use crate::telemetry::{ConnRecorder, UpstreamNotes};
 
 /// What the requests of one client connection share.
 pub struct HttpConn {
@@ -49,7 +49,7 @@ pub struct HttpConn {
     pub(super) source_hash: Option<u64>,
     /// The calling workload's identity, when upstream connections go through the mesh.
     pub(super) via: Via,
-    recorder: RequestRecorder,
+    recorder: Arc<ConnRecorder>,
     /// `namespace/name` of the calling workload; set only when requests are traced.
     source_workload: Option<String>,
     /// An upgrade granted by the upstream, to be carried on once hyper lets go of the socket.
@@ -66,7 +66,7 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub source_hash: Option<u64>,
     pub via: Via,
-    pub recorder: RequestRecorder,
+    pub recorder: Arc<ConnRecorder>,
     /// `namespace/name` of the calling workload, for spans (`None` when nothing is traced).
     pub source_workload: Option<String>,
 }
@@ -120,9 +120,11 @@ impl HttpConn {
         append_forwarded_for(&mut parts.headers, &self.client_addr);
         let request_id = ensure_request_id(&mut parts.headers);
         let mut trace = self.begin_trace(&mut parts);
+        let observed = super::observe::Observed::start(&self.recorder, &parts);
 
+        let notes = &observed.notes;
         let (mut response, mut mechanism) = self
-            .forward(parts, body, upgrading, started, trace.as_mut())
+            .forward(parts, body, upgrading, started, notes, trace.as_mut())
             .await;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             match client_upgrade {
@@ -141,7 +143,6 @@ impl HttpConn {
                 .generated(&self.service_name, mechanism.as_str());
         }
         let elapsed = started.elapsed();
-        self.recorder.record(response.status().as_u16(), elapsed);
         if let Some(mut spans) = trace {
             spans.facts.status = response.status().as_u16();
             spans.facts.proxy_response = mechanism.map(Mechanism::as_str);
@@ -149,6 +150,7 @@ impl HttpConn {
                 spans.finish(tracer);
             }
         }
+        let response = observed.finish(&self.recorder, started, response, mechanism);
         debug!(
             service = %self.service_name,
             request_id = ?request_id,
@@ -167,6 +169,7 @@ impl HttpConn {
         body: Incoming,
         upgrading: bool,
         started: Instant,
+        notes: &UpstreamNotes,
         trace: Option<&mut ProxySpans>,
     ) -> (Response<ResponseBody>, Option<Mechanism>) {
         let state = self.outbound.state.borrow().clone();
@@ -195,8 +198,10 @@ impl HttpConn {
             h2,
             upgrading,
             body_stall: self.body_stall(&parts.headers),
+            notes,
             picked: Default::default(),
         };
+        super::observe::note_route(notes, routed.rule);
         let call_started = Instant::now();
         let Exchanged {
             response,

@@ -10,11 +10,12 @@
 //! reads the current mesh snapshot; nothing here writes it. What must outlive snapshots
 //! (balancers, breakers, retry budgets, connection pools) lives in [`HttpProxy`].
 
-mod body;
+pub(crate) mod body;
 mod forward;
 pub(crate) mod headers;
 mod key;
 mod mirror;
+pub(crate) mod observe;
 mod policy;
 pub(crate) mod respond;
 mod retry;

@@ -15,6 +15,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use super::headers::X_WEFT_RESPONSE;
 use super::slots::ConnectionSlot;
 use crate::resilience::RequestPermit;
+use crate::telemetry::PendingRequest;
 
 /// Why the proxy answered instead of a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -151,12 +152,14 @@ fn mark<B>(response: &mut Response<B>, mechanism: Mechanism) {
 /// The body of a response to the client: the upstream's, streamed, or one the proxy made. An
 /// upstream body holds the request's circuit-breaker slot (and, over HTTP/1.1, its connection
 /// slot) until it is done or dropped, so a long response counts as in flight for as long as it
-/// streams.
+/// streams. An observed body also carries its request's telemetry, finished when the body ends
+/// (or is dropped before: the client went away).
 #[derive(Debug)]
 pub struct ResponseBody {
     kind: Kind,
     _permit: Option<RequestPermit>,
     _connection: Option<ConnectionSlot>,
+    pending: Option<PendingRequest>,
 }
 
 #[derive(Debug)]
@@ -171,6 +174,7 @@ impl ResponseBody {
             kind: Kind::Local((!bytes.is_empty()).then_some(bytes)),
             _permit: None,
             _connection: None,
+            pending: None,
         }
     }
 
@@ -183,7 +187,32 @@ impl ResponseBody {
             kind: Kind::Upstream(body),
             _permit: permit,
             _connection: connection,
+            pending: None,
         }
+    }
+
+    /// This body, finishing `pending` when it ends.
+    pub fn observed(mut self, pending: PendingRequest) -> Self {
+        self.pending = Some(pending);
+        self
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(pending) = self.pending.take() {
+            pending.finish(complete);
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A body that had nothing left (a 204, a HEAD answer, an exact length fully sent) is
+        // complete even if nobody polled its end.
+        let ended = match &self.kind {
+            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Local(bytes) => bytes.is_none(),
+        };
+        self.finish(ended);
     }
 }
 
@@ -195,13 +224,22 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
             Kind::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        if this.pending.is_some() {
+            this.note(&polled);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.pending.is_some() {
+            // Asked for one more poll, so the end is seen and the request recorded.
+            return false;
+        }
         match &self.kind {
             Kind::Upstream(body) => body.is_end_stream(),
             Kind::Local(bytes) => bytes.is_none(),
@@ -214,6 +252,32 @@ impl Body for ResponseBody {
             Kind::Local(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
+        }
+    }
+}
+
+impl ResponseBody {
+    /// Feeds the observed request with what went by; the body's end finishes it.
+    fn note(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
+        let Some(pending) = self.pending.as_mut() else {
+            return;
+        };
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    pending.data(data.len());
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    pending.trailers(trailers);
+                }
+            }
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(pending) = self.pending.as_mut() {
+                    pending.upstream_failed();
+                }
+                self.finish(false);
+            }
+            Poll::Pending => {}
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::balance::{self, CallOutcome};
 use crate::resilience::{AttemptResult, RetryConfig, backoff, idempotent, retryable};
 use crate::routing::Timeouts;
 use crate::state::{RetryPolicy, ServiceTarget};
+use crate::telemetry::UpstreamNotes;
 
 /// How long a finished attempt may take to hand the request body back.
 const BODY_RETURN_WAIT: Duration = Duration::from_secs(1);
@@ -53,6 +54,8 @@ pub struct Exchange<'a> {
     pub body_stall: Option<Duration>,
     /// The endpoint of the latest attempt, reported in [`Exchanged::upstream`].
     pub picked: std::sync::Mutex<Option<SocketAddr>>,
+    /// Where the attempts leave what the request's telemetry needs.
+    pub notes: &'a UpstreamNotes,
 }
 
 /// The end of an exchange.
@@ -116,10 +119,18 @@ impl Exchange<'_> {
         } else if retries > 0 || keep_copy {
             Source::Tee(Some(Returned {
                 record: Default::default(),
-                rest: Some(ClientBody::new(body, self.body_stall)),
+                rest: Some(ClientBody::new(
+                    body,
+                    self.body_stall,
+                    self.notes.request_bytes.clone(),
+                )),
             }))
         } else {
-            Source::Stream(Some(ClientBody::new(body, self.body_stall)))
+            Source::Stream(Some(ClientBody::new(
+                body,
+                self.body_stall,
+                self.notes.request_bytes.clone(),
+            )))
         };
         guard.budget.deposit();
         let attempts = self.attempts(&balancer, hash, cfg, retries, &guard, parts, source);
@@ -235,6 +246,10 @@ impl Exchange<'_> {
                 .send(pick.addr(), request, per_try, limits, h2_slot)
                 .await;
             let failure = classify(&result);
+            self.notes.attempt(pick.addr(), sent.elapsed());
+            if last && attempt > 0 && failure.is_some() {
+                self.notes.retries_exhausted();
+            }
             pick.finish(call_outcome(&result, sent.elapsed()));
             if attempt > 0 {
                 let label = if failure.is_some_and(|f| retryable(cfg, &f)) {

@@ -6,6 +6,8 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
 
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
@@ -21,16 +23,22 @@ use tracing::debug;
 use super::{Admitted, Inbound, StreamProtocol};
 use crate::policy::{self, Layer};
 use crate::proxy::copy::copy_bidirectional;
+use crate::proxy::http::body::Counted;
 use crate::proxy::http::headers::wants_upgrade;
+use crate::proxy::http::observe::flag;
 use crate::proxy::http::respond::{Mechanism, ResponseBody, generated};
+use crate::telemetry::{ConnRecorder, PendingRequest, RequestKey, flags, grpc_status, is_grpc};
 
 /// The header carrying the caller's identity to the application (Envoy's name and format).
 pub const XFCC: &str = "x-forwarded-client-cert";
 
+/// The request body sent to the pod: the caller's, counted.
+type PodBody = Counted<Incoming>;
+
 enum PodSender {
     /// HTTP/1.1 is one request at a time; the server side is too, so the lock never waits.
-    H1(Mutex<client1::SendRequest<Incoming>>),
-    H2(client2::SendRequest<Incoming>),
+    H1(Mutex<client1::SendRequest<PodBody>>),
+    H2(client2::SendRequest<PodBody>),
 }
 
 /// What the requests of one stream share.
@@ -39,6 +47,7 @@ struct Stream {
     admitted: Arc<Admitted>,
     xfcc: HeaderValue,
     pod: PodSender,
+    recorder: Arc<ConnRecorder>,
 }
 
 impl Inbound {
@@ -46,14 +55,22 @@ impl Inbound {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let recorder = self.recorder(&admitted);
+        let endpoint = Some(admitted.addr);
         let pod = match self.connect_pod(&admitted).await {
             Ok(pod) => TokioIo::new(pod),
-            Err(e) => return self.log_stream(&admitted, &e, 0, 0),
+            Err(e) => {
+                recorder.closed(flags::UF, endpoint, 0, 0);
+                return self.log_stream(&admitted, &e, 0, 0);
+            }
         };
         let h2 = admitted.protocol == StreamProtocol::Http2;
         let pod = match handshake(pod, h2).await {
             Ok(pod) => pod,
-            Err(e) => return self.log_stream(&admitted, &format!("pod_handshake: {e}"), 0, 0),
+            Err(e) => {
+                recorder.closed(flags::UF, endpoint, 0, 0);
+                return self.log_stream(&admitted, &format!("pod_handshake: {e}"), 0, 0);
+            }
         };
         let xfcc = format!("By={};URI={}", admitted.dst_id, admitted.source);
         let shared = Arc::new(Stream {
@@ -61,6 +78,7 @@ impl Inbound {
             admitted: admitted.clone(),
             xfcc: HeaderValue::try_from(xfcc).unwrap_or(HeaderValue::from_static("")),
             pod,
+            recorder: recorder.clone(),
         });
         let service = service_fn(move |request| {
             let shared = shared.clone();
@@ -91,7 +109,14 @@ impl Inbound {
                 _ = self.aborted() => Err("shutdown".into()),
             }
         };
+        let flag = if served.is_ok() {
+            flags::NONE
+        } else {
+            flags::DC
+        };
         let outcome = served.err().unwrap_or_else(|| "ok".into());
+        // Byte counts of HTTP streams are in the request series (`weft_request_bytes`...).
+        recorder.closed(flag, endpoint, 0, 0);
         self.log_stream(&admitted, &outcome, 0, 0);
     }
 }
@@ -117,9 +142,35 @@ async fn handshake(pod: TokioIo<tokio::net::TcpStream>, h2: bool) -> hyper::Resu
 }
 
 impl Stream {
-    async fn request(&self, mut request: Request<Incoming>) -> Response<ResponseBody> {
+    async fn request(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let details = self
+            .recorder
+            .details(request.method(), request.uri(), request.headers());
+        let grpc = is_grpc(request.headers());
+        let read = Arc::new(AtomicU64::new(0));
+        let request = request.map(|body| Counted::new(body, read.clone()));
+        let (response, mechanism) = self.forward(request).await;
+        let key = RequestKey {
+            endpoint: None,
+            grpc,
+            status: response.status().as_u16(),
+            grpc_status: grpc_status(response.headers()),
+            flags: mechanism.map_or(flags::NONE, flag),
+        };
+        let mut pending = PendingRequest::new(self.recorder.clone(), started, key);
+        pending.request_bytes = read;
+        pending.details = details;
+        response.map(|body| body.observed(pending))
+    }
+
+    /// Authorizes and sends to the pod; the mechanism is set when this side answered itself.
+    async fn forward(
+        &self,
+        mut request: Request<PodBody>,
+    ) -> (Response<ResponseBody>, Option<Mechanism>) {
         if !self.authorize(&request) {
-            return generated(Mechanism::Denied);
+            return (generated(Mechanism::Denied), Some(Mechanism::Denied));
         }
         request.headers_mut().insert(XFCC, self.xfcc.clone());
         let upgrading = matches!(self.pod, PodSender::H1(_)) && wants_upgrade(request.headers());
@@ -138,19 +189,24 @@ impl Stream {
             Ok(response) => response,
             Err(e) => {
                 debug!(error = %e, dst = %self.admitted.addr, "pod request failed");
-                return generated(Mechanism::UpstreamReset);
+                let reset = Mechanism::UpstreamReset;
+                return (generated(reset), Some(reset));
             }
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             match client_upgrade {
                 Some(client) => relay_upgrade(self, client, hyper::upgrade::on(&mut response)),
-                None => return generated(Mechanism::UpstreamReset),
+                None => {
+                    let reset = Mechanism::UpstreamReset;
+                    return (generated(reset), Some(reset));
+                }
             }
         }
-        response.map(|body| ResponseBody::upstream(body, None, None))
+        let response = response.map(|body| ResponseBody::upstream(body, None, None));
+        (response, None)
     }
 
-    fn authorize(&self, request: &Request<Incoming>) -> bool {
+    fn authorize(&self, request: &Request<PodBody>) -> bool {
         let state = self.inbound.state.borrow().clone();
         let attrs = policy::Request {
             source: policy::Source {

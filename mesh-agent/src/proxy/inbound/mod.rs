@@ -10,6 +10,7 @@
 
 mod handler;
 mod http;
+mod labels;
 mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +27,7 @@ use crate::identity::SpiffeId;
 use crate::policy::{self, Layer};
 use crate::proxy::HttpConfig;
 use crate::state::{MeshState, Workload};
-use crate::telemetry::Metrics;
+use crate::telemetry::{ConnRecorder, Metrics};
 
 /// Buffer of an in-process (same-node) stream, each way.
 const LOCAL_BUFFER: usize = 64 * 1024;
@@ -99,6 +100,8 @@ pub struct Admitted {
     pub source: SpiffeId,
     pub addr: SocketAddr,
     pub protocol: StreamProtocol,
+    /// The node the stream comes from (this one for same-node streams).
+    pub calling_node: String,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -186,6 +189,7 @@ impl Inbound {
             source: source.clone(),
             addr,
             protocol,
+            calling_node,
         })
     }
 
@@ -228,6 +232,13 @@ impl Inbound {
             reason = %why,
             "inbound stream refused"
         );
+    }
+
+    /// The telemetry of an admitted stream.
+    fn recorder(&self, admitted: &Admitted) -> Arc<ConnRecorder> {
+        let state = self.state.borrow().clone();
+        self.metrics
+            .connection(labels::destination_labels(&state, admitted))
     }
 
     /// Resolves when the shutdown grace period is over.

@@ -7,15 +7,21 @@ use tokio::net::TcpStream;
 
 use super::{Admitted, Inbound};
 use crate::proxy::copy::{CopyEnd, copy_bidirectional};
+use crate::telemetry::flags;
 
 impl Inbound {
     pub(super) async fn serve_tcp<S>(self: Arc<Self>, mut stream: S, admitted: Admitted)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let recorder = self.recorder(&admitted);
+        let endpoint = Some(admitted.addr);
         let mut pod = match self.connect_pod(&admitted).await {
             Ok(pod) => pod,
-            Err(e) => return self.log_stream(&admitted, &e, 0, 0),
+            Err(e) => {
+                recorder.closed(flags::UF, endpoint, 0, 0);
+                return self.log_stream(&admitted, &e, 0, 0);
+            }
         };
         let copied = copy_bidirectional(
             &mut stream,
@@ -24,12 +30,14 @@ impl Inbound {
             self.aborted(),
         )
         .await;
-        let outcome = match copied.end {
-            CopyEnd::Done => "ok".to_owned(),
-            CopyEnd::Idle => "idle_timeout".to_owned(),
-            CopyEnd::Io(e) => format!("io_error: {e}"),
-            CopyEnd::Aborted => "shutdown".to_owned(),
+        let (outcome, flag) = match copied.end {
+            CopyEnd::Done => ("ok".to_owned(), flags::NONE),
+            CopyEnd::Idle => ("idle_timeout".to_owned(), flags::SI),
+            CopyEnd::Io(e) => (format!("io_error: {e}"), flags::UC),
+            CopyEnd::Aborted => ("shutdown".to_owned(), flags::NONE),
         };
+        // `sent` went from the calling workload to the pod.
+        recorder.closed(flag, endpoint, copied.sent, copied.received);
         self.log_stream(&admitted, &outcome, copied.sent, copied.received);
     }
 

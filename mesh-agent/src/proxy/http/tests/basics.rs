@@ -95,9 +95,23 @@ async fn sniffed_http1_gets_proxy_headers_and_keeps_hop_by_hop_fields_local() ->
         "{}",
         proxy.metrics_text()
     );
-    assert!(proxy.has_metric(
-        r#"weft_http_requests_total{destination_service="shop/backend",reporter="source",response_code="200",source_namespace="unknown",source_workload="unknown"} 5"#
-    ), "{}", proxy.metrics_text());
+    let text = proxy.metrics_text();
+    let labels = [
+        ("reporter", "source"),
+        ("destination_service", "shop/backend"),
+        ("response_code", "200"),
+        ("request_protocol", "http"),
+        ("response_flags", "-"),
+        ("source_workload", "unknown"),
+    ];
+    let sum = |name| crate::testbed::AgentProcess::metric_sum(&text, name, &labels);
+    assert_eq!(sum("weft_requests_total"), 5.0, "{text}");
+    assert_eq!(
+        sum("weft_request_duration_milliseconds_count"),
+        5.0,
+        "{text}"
+    );
+    assert_eq!(sum("weft_response_bytes_count"), 5.0, "{text}");
     Ok(())
 }
 
