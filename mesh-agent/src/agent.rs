@@ -21,10 +21,12 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminContext, AdminDatapath};
-use crate::config::{self, AgentConfig, defaults};
+use crate::config::{self, AgentConfig, Capture, defaults};
 use crate::datapath::{self, AttachedProgram, Datapath, DatapathConfig, PodAttachment, SyncReport};
 use crate::policy::PeerAuthMode;
-use crate::proxy::{HttpConfig, KernelOrigin, Outbound, OutboundConfig};
+use crate::proxy::{
+    HttpConfig, KernelOrigin, NetfilterOrigin, OriginLookup, Outbound, OutboundConfig,
+};
 use crate::state::{self, MeshState, Workload, WorkloadKey};
 use crate::telemetry::{self, DatapathStats, Metrics, Readiness};
 
@@ -89,7 +91,7 @@ async fn serve(
     pin_dir: &std::path::Path,
     signals: &mut Signals,
 ) -> anyhow::Result<()> {
-    let report = datapath.sync(&attachments(&initial, &cfg.node))?;
+    let report = datapath.sync(&attachments(&initial, &cfg.node, cfg.capture))?;
 
     let mut outbound_listeners = vec![
         bind(
@@ -131,7 +133,7 @@ async fn serve(
             http,
         },
         state_rx.clone(),
-        Arc::new(KernelOrigin),
+        origins(cfg.capture, &state_rx),
         metrics.clone(),
         mesh.dialer.clone(),
     );
@@ -173,6 +175,7 @@ async fn serve(
         datapath.clone(),
         outbound.clone(),
         cfg.node.clone(),
+        cfg.capture,
     ));
 
     let signal = signals.recv().await;
@@ -259,11 +262,12 @@ async fn resync(
     datapath: SharedDatapath,
     outbound: Arc<Outbound>,
     node: String,
+    capture: Capture,
 ) {
     while snapshots.changed().await.is_ok() {
         let snapshot = snapshots.borrow_and_update().clone();
         outbound.forget_removed_services(&snapshot);
-        let pods = attachments(&snapshot, &node);
+        let pods = attachments(&snapshot, &node, capture);
         let dp = datapath.clone();
         match tokio::task::spawn_blocking(move || dp.sync(&pods)).await {
             Ok(Ok(report)) => log_sync(&report),
@@ -275,9 +279,21 @@ async fn resync(
     }
 }
 
+/// Where the proxy learns a connection's destination and source pod.
+fn origins(capture: Capture, state: &watch::Receiver<Arc<MeshState>>) -> Arc<dyn OriginLookup> {
+    match capture {
+        Capture::Ebpf => Arc::new(KernelOrigin),
+        Capture::Iptables => Arc::new(NetfilterOrigin::new(state.clone())),
+    }
+}
+
 /// The enrolled pods of `node` whose cgroup is known: what the datapath must capture, and
-/// whether it must refuse plaintext into them.
-fn attachments(state: &MeshState, node: &str) -> Vec<PodAttachment> {
+/// whether it must refuse plaintext into them. None under iptables capture: netfilter rules
+/// redirect instead, and no weft program runs in any pod.
+fn attachments(state: &MeshState, node: &str, capture: Capture) -> Vec<PodAttachment> {
+    if capture == Capture::Iptables {
+        return Vec::new();
+    }
     state
         .enrolled_on(node)
         .filter_map(|w| {

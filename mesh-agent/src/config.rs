@@ -88,6 +88,13 @@ pub struct AgentConfig {
     #[arg(long)]
     pub keep_datapath: bool,
 
+    /// How pods' connections reach the outbound proxy. `ebpf`: the datapath's programs on each
+    /// enrolled pod's cgroup. `iptables`: netfilter NAT rules installed by someone else; no pod
+    /// is attached, the destination comes from conntrack and the source pod is named by its
+    /// address (weaker than the kernel's attestation: for comparison benchmarks only).
+    #[arg(long, value_enum, default_value_t = Capture::Ebpf)]
+    pub capture: Capture,
+
     /// Destination CIDR never captured (repeatable).
     #[arg(long = "exclude-cidr", value_name = "CIDR")]
     pub exclude_cidrs: Vec<Cidr>,
@@ -223,6 +230,14 @@ impl AgentConfig {
             None => own_cgroup_dir(),
         }
     }
+}
+
+/// Who redirects pods' outbound connections to the proxy (`--capture`).
+#[derive(clap::ValueEnum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Capture {
+    Ebpf,
+    Iptables,
 }
 
 #[derive(clap::ValueEnum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
