@@ -40,7 +40,7 @@ enum Task {
     /// Benchmarks: the request path through weft against the direct path (netns, release
     /// build), or with --micro the criterion micro-benchmarks.
     Bench {
-        /// The criterion micro-benchmarks (route matching, balancing, policy) instead.
+        /// The criterion micro-benchmarks (route matching, balancing, policy, protocol detection).
         #[arg(long)]
         micro: bool,
         /// Short phases (a few seconds each): checks every path still runs.
