@@ -13,7 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 const HTTP1: &[u8] = b"GET /api/v1/items?page=2 HTTP/1.1\r\nHost: shop.example:80\r\n\r\n";
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The first bytes of a TLS ClientHello: opaque at the first byte.
-const TLS: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+const TLS: &[u8] = &[
+    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+];
 /// A request line cut before its version: the longest undecided case.
 const PARTIAL: &[u8] = b"POST /a/rather/long/path/to/a/resource?with=query&and=more HTTP/1";
 
@@ -44,7 +46,10 @@ fn detecting(c: &mut Criterion) {
         first_bytes: Duration::from_secs(1),
         complete: Duration::from_secs(1),
     };
-    for (name, declared) in [("declared_http", Declared::Http), ("undeclared", Declared::Unknown)] {
+    for (name, declared) in [
+        ("declared_http", Declared::Http),
+        ("undeclared", Declared::Unknown),
+    ] {
         c.bench_function(&format!("detect/http1_{name}"), |b| {
             b.iter(|| {
                 rt.block_on(async {
