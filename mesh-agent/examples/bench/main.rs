@@ -18,11 +18,11 @@
 mod haproxy;
 mod procs;
 mod report;
+mod server;
 mod tools;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -124,7 +124,7 @@ impl Bench {
         for (node, pod) in pods {
             bed.add_pod(node, pod)?;
         }
-        serve(&bed, bins, "server")?;
+        server::start(&bed, bins, "server", PORT, BULK_PORT)?;
         let service = |name: &str, vip, port_name: &str, target_port| ServiceSpec {
             name: name.into(),
             namespace: "bench".into(),
@@ -275,37 +275,6 @@ fn pids(agents: &[AgentProcess]) -> Result<Vec<u32>> {
         .iter()
         .map(|a| a.pid().context("agent not running"))
         .collect()
-}
-
-/// The HTTP server (1 KiB replies on request) and an iperf3 server in `pod`.
-fn serve(bed: &TestBed, bins: &Path, pod: &str) -> Result<()> {
-    let mut cmd = Command::new(bins.join("weft-pod"));
-    cmd.args([
-        "http-serve",
-        "--name",
-        pod,
-        "--listen",
-        &format!("0.0.0.0:{PORT}"),
-    ])
-    .stdout(std::process::Stdio::piped());
-    let mut child = bed.spawn_in_pod(pod, cmd)?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-    if !line.starts_with("listening") {
-        bail!("{pod}: server did not start: {line:?}");
-    }
-    let mut iperf = Command::new("/usr/bin/iperf3");
-    iperf
-        .args(["-s", "-p", &BULK_PORT.to_string()])
-        .stdout(std::process::Stdio::null());
-    let iperf = bed.spawn_in_pod(pod, iperf)?;
-    // The bed kills every process of its cgroups at teardown.
-    std::mem::forget(child);
-    std::mem::forget(iperf);
-    // iperf3 prints nothing useful to wait on; it binds within milliseconds.
-    std::thread::sleep(Duration::from_millis(300));
-    Ok(())
 }
 
 /// The agent and weft-pod binaries sit next to this example's directory (target/<profile>/).
