@@ -21,10 +21,12 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminContext, AdminDatapath};
-use crate::config::{self, AgentConfig, defaults};
+use crate::config::{self, AgentConfig, Capture, defaults};
 use crate::datapath::{self, AttachedProgram, Datapath, DatapathConfig, PodAttachment, SyncReport};
 use crate::policy::PeerAuthMode;
-use crate::proxy::{HttpConfig, KernelOrigin, Outbound, OutboundConfig};
+use crate::proxy::{
+    HttpConfig, KernelOrigin, NetfilterOrigin, OriginLookup, Outbound, OutboundConfig,
+};
 use crate::state::{MeshState, Workload};
 use crate::telemetry::{self, DatapathStats, Metrics, Readiness};
 
@@ -94,7 +96,7 @@ async fn serve(
     signals: &mut Signals,
 ) -> anyhow::Result<()> {
     let report = datapath.sync(
-        &attachments(&feed.initial, &cfg.node),
+        &attachments(&feed.initial, &cfg.node, cfg.capture),
         &local_pod_addrs(&feed.initial, &cfg.node),
     )?;
 
@@ -147,7 +149,7 @@ async fn serve(
             http,
         },
         state_rx.clone(),
-        Arc::new(KernelOrigin),
+        origins(cfg.capture, &state_rx),
         metrics.clone(),
         mesh.dialer.clone(),
     );
@@ -192,6 +194,7 @@ async fn serve(
         outbound.clone(),
         cfg.node.clone(),
         propagation,
+        cfg.capture,
     ));
 
     let signal = signals.recv().await;
@@ -267,11 +270,12 @@ async fn resync(
     outbound: Arc<Outbound>,
     node: String,
     propagation: PropagationMetrics,
+    capture: Capture,
 ) {
     while snapshots.changed().await.is_ok() {
         let snapshot = snapshots.borrow_and_update().clone();
         outbound.forget_removed_services(&snapshot);
-        let pods = attachments(&snapshot, &node);
+        let pods = attachments(&snapshot, &node, capture);
         let addrs = local_pod_addrs(&snapshot, &node);
         let dp = datapath.clone();
         match tokio::task::spawn_blocking(move || dp.sync(&pods, &addrs)).await {
@@ -287,9 +291,21 @@ async fn resync(
     }
 }
 
+/// Where the proxy learns a connection's destination and source pod.
+fn origins(capture: Capture, state: &watch::Receiver<Arc<MeshState>>) -> Arc<dyn OriginLookup> {
+    match capture {
+        Capture::Ebpf => Arc::new(KernelOrigin),
+        Capture::Iptables => Arc::new(NetfilterOrigin::new(state.clone())),
+    }
+}
+
 /// The enrolled pods of `node` whose cgroup is known: what the datapath must capture, and
-/// whether it must refuse plaintext into them.
-fn attachments(state: &MeshState, node: &str) -> Vec<PodAttachment> {
+/// whether it must refuse plaintext into them. None under iptables capture: netfilter rules
+/// redirect instead, and no weft program runs in any pod.
+fn attachments(state: &MeshState, node: &str, capture: Capture) -> Vec<PodAttachment> {
+    if capture == Capture::Iptables {
+        return Vec::new();
+    }
     state
         .enrolled_on(node)
         .filter_map(|w| {

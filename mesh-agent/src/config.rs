@@ -130,6 +130,13 @@ pub struct AgentConfig {
     #[arg(long, env = "WEFT_SOCKMAP", default_value_t = false, action = clap::ArgAction::Set)]
     pub sockmap: bool,
 
+    /// How pods' connections reach the outbound proxy. `ebpf`: the datapath's programs on each
+    /// enrolled pod's cgroup. `iptables`: netfilter NAT rules installed by someone else; no pod
+    /// is attached, the destination comes from conntrack and the source pod is named by its
+    /// address (weaker than the kernel's attestation: for comparison benchmarks only).
+    #[arg(long, value_enum, default_value_t = Capture::Ebpf)]
+    pub capture: Capture,
+
     /// Destination CIDR never captured (repeatable).
     #[arg(long = "exclude-cidr", value_name = "CIDR")]
     pub exclude_cidrs: Vec<Cidr>,
@@ -298,6 +305,14 @@ impl AgentConfig {
 pub enum Source {
     File,
     Kubernetes,
+}
+
+/// Who redirects pods' outbound connections to the proxy (`--capture`).
+#[derive(clap::ValueEnum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Capture {
+    Ebpf,
+    Iptables,
 }
 
 #[derive(clap::ValueEnum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,8 +4,9 @@
 //! - `setup`: installs what the build and the tests need (idempotent, prints every step).
 //! - `test`:  setup, then every test: unit tests and the root-only network-namespace suites.
 //! - `demo`:  setup, then a two-node mesh in network namespaces with real eBPF capture.
-//! - `bench`: the path benchmark (weft against the direct path) and the scale benchmark (a
-//!   large cluster through the Kubernetes source); `--scale` only the latter, `--micro` criterion.
+//! - `bench`: the path benchmark (weft against the direct path, iptables capture and an HAProxy
+//!   TLS pair) and the scale benchmark (a large cluster through the Kubernetes source);
+//!   `--scale` only the latter, `--micro` criterion.
 //! - `crds`:  renders weft's CRDs from the Rust types into `deploy/crds/`.
 //! - `image`: builds the container image (`Dockerfile`) with docker, podman or buildah.
 
@@ -47,13 +48,14 @@ enum Task {
     },
     /// Formatting and clippy (-D warnings), the kernel crate with the BPF nightly.
     Lint,
-    /// Benchmarks: the request path through weft against the direct path (netns, release
-    /// build), or with --micro the criterion micro-benchmarks.
+    /// Benchmarks: the request path through weft against the direct path, iptables capture and
+    /// an HAProxy TLS pair (netns, release build; target/bench/paths.{json,md}), or with --micro
+    /// the criterion micro-benchmarks.
     Bench {
-        /// The criterion micro-benchmarks (route matching, balancing, policy) instead.
+        /// The criterion micro-benchmarks (route matching, balancing, policy, protocol detection).
         #[arg(long)]
         micro: bool,
-        /// Short phases (a few seconds each): checks every path still runs.
+        /// Short phases (one or two seconds each, under 3 minutes): checks every path still runs.
         #[arg(long)]
         quick: bool,
         /// Only the scale benchmark: 10,000 services and 100,000 endpoints through the

@@ -25,6 +25,14 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "bpftool",
     "iproute2",
+    // The path benchmark (`cargo xtask bench`): HTTP/1.1 and HTTP/2 load, TCP bulk, the iptables
+    // capture path and the classic-proxy reference. Debian's builds install in seconds (oha from
+    // crates.io took 24 minutes to build on two busy cores).
+    "wrk",
+    "nghttp2-client",
+    "iperf3",
+    "iptables",
+    "haproxy",
 ];
 
 pub fn run() -> Result<()> {
@@ -44,7 +52,7 @@ fn apt_packages() -> Result<()> {
         .filter(|p| !dpkg_installed(p))
         .collect();
     if missing.is_empty() {
-        println!("==> apt packages present: {}", APT_PACKAGES.join(" "));
+        println!("==> apt packages present: {}", versions(APT_PACKAGES));
         return Ok(());
     }
     step(&format!("apt-get install {}", missing.join(" ")));
@@ -54,7 +62,16 @@ fn apt_packages() -> Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    )?;
+    println!("==> apt packages installed: {}", versions(APT_PACKAGES));
+    Ok(())
+}
+
+/// `name=version` of each package, as installed (Debian's release pins the versions).
+fn versions(packages: &[&str]) -> String {
+    let mut cmd = Command::new("dpkg-query");
+    cmd.args(["-W", "-f=${Package}=${Version} "]).args(packages);
+    output(&mut cmd).unwrap_or_else(|_| packages.join(" "))
 }
 
 /// kubectl renders the kustomize base in the deploy check. A kubectl already on PATH (e.g. from

@@ -2,10 +2,10 @@
 //!
 //! `outbound` owns the listener, the connection limit and shutdown draining; `connection`
 //! handles one connection (attribution, detection, logging); `origin` asks the kernel about an
-//! accepted socket; `detect` tells HTTP from opaque bytes; `http` is the L7 path (routing,
-//! balancing, retries); opaque connections get an endpoint from `lb` and `copy` moves their
-//! bytes; `io` counts the bytes of a client socket. Decisions read the mesh state snapshot
-//! only; nothing here writes it.
+//! accepted socket (`netfilter` when iptables rules redirect instead of the datapath); `detect`
+//! tells HTTP from opaque bytes; `http` is the L7 path (routing, balancing, retries); opaque
+//! connections get an endpoint from `lb` and `copy` moves their bytes; `io` counts the bytes of
+//! a client socket. Decisions read the mesh state snapshot only; nothing here writes it.
 
 mod connection;
 pub mod copy;
@@ -15,6 +15,7 @@ pub mod http;
 pub mod inbound;
 mod io;
 pub mod lb;
+pub mod netfilter;
 pub mod origin;
 pub mod outbound;
 mod peers;
@@ -23,5 +24,6 @@ pub use connection::Outcome;
 pub use dial::{Dialer, MeshDial};
 pub use http::HttpConfig;
 pub use inbound::{Inbound, InboundConfig, TunnelHandler};
+pub use netfilter::NetfilterOrigin;
 pub use origin::{Captured, KernelOrigin, OriginLookup};
 pub use outbound::{Outbound, OutboundConfig};

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result, bail};
 
 /// `ip` is usually in /usr/sbin, which is not on every PATH (e.g. under `sudo` or cargo test).
-fn ip_binary() -> &'static Path {
+pub(crate) fn ip_binary() -> &'static Path {
     static IP: OnceLock<PathBuf> = OnceLock::new();
     IP.get_or_init(|| {
         ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]

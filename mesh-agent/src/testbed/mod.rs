@@ -43,6 +43,7 @@ mod iproute;
 pub mod kube_api;
 mod mesh;
 mod naming;
+mod netfilter;
 mod teardown;
 mod topology;
 

@@ -108,6 +108,7 @@ impl Tally {
                 "p50": percentile(&self.latencies, 50.0),
                 "p90": percentile(&self.latencies, 90.0),
                 "p99": percentile(&self.latencies, 99.0),
+                "p999": percentile(&self.latencies, 99.9),
                 "max": self.latencies.last().copied().map(round),
             },
             "first_body": first_body,

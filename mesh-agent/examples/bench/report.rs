@@ -1,0 +1,75 @@
+//! The results: `target/bench/paths.json` (everything measured) and a Markdown table, printed
+//! and written to `target/bench/paths.md`. Ratios are to the direct path of the same run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+pub fn write(rows: &[Value], quick: bool, rate: u32) -> Result<String> {
+    let out = Path::new("target/bench");
+    std::fs::create_dir_all(out)?;
+    let doc = json!({ "quick": quick, "rate": rate, "paths": rows });
+    std::fs::write(out.join("paths.json"), serde_json::to_string_pretty(&doc)?)?;
+    let table = table(rows);
+    std::fs::write(out.join("paths.md"), &table)?;
+    Ok(table)
+}
+
+fn table(rows: &[Value]) -> String {
+    let direct = rows.iter().find(|r| r["path"] == "direct");
+    let num = |row: &Value, ptr: &str| row.pointer(ptr).and_then(Value::as_f64);
+    let ratio = |row: &Value, ptr: &str| match (num(row, ptr), direct.and_then(|d| num(d, ptr))) {
+        (Some(v), Some(d)) if d > 0.0 => format!("{:.2}", v / d),
+        _ => "-".into(),
+    };
+    let cell = |row: &Value, ptr: &str| num(row, ptr).map_or("-".into(), |v| format!("{v}"));
+    let mut s = String::from(
+        "| path | h1 p50 / p90 / p99 / p999 ms @1k rps | h2 p50 / p99 ms @1k rps | rps c=1 | rps c=16 | rps c=64 (x direct) | new conn/s (x direct) | bulk Gbit/s (x direct) | proxy CPU s / 1k req | proxy peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let name = row["path"].as_str().unwrap_or("");
+        if let Some(why) = row["skipped"].as_str().or(row["error"].as_str()) {
+            let _ = writeln!(s, "| {name} | {why} | | | | | | | | |");
+            continue;
+        }
+        let h1 = ["p50", "p90", "p99", "p999"]
+            .map(|p| cell(row, &format!("/h1_fixed_rate/latency_ms/{p}")))
+            .join(" / ");
+        let h2 = ["p50", "p99"]
+            .map(|p| cell(row, &format!("/h2_fixed_rate/latency_ms/{p}")))
+            .join(" / ");
+        let _ = writeln!(
+            s,
+            "| {name} | {h1} | {h2} | {} | {} | {} ({}) | {} ({}) | {} ({}) | {} | {} |",
+            cell(row, "/c1/rps"),
+            cell(row, "/c16/rps"),
+            cell(row, "/c64/rps"),
+            ratio(row, "/c64/rps"),
+            cell(row, "/new_connections/rps"),
+            ratio(row, "/new_connections/rps"),
+            cell(row, "/bulk_gbps"),
+            ratio(row, "/bulk_gbps"),
+            cell(row, "/proxy_cpu_s_per_1k_requests"),
+            rss(&row["proxy_peak_rss_mb"]),
+        );
+    }
+    s
+}
+
+/// One figure per proxy process (both node agents, or both HAProxies); `-` when none runs.
+fn rss(v: &Value) -> String {
+    let each: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .map(|mb| format!("{mb:.1}"))
+        .collect();
+    if each.is_empty() {
+        "-".into()
+    } else {
+        each.join(", ")
+    }
+}
