@@ -19,7 +19,7 @@ use serde_json::Value;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
 fn main() -> Result<()> {
-    let bins = bin_dir()?;
+    let bins = mesh_agent::testbed::example_bin_dir()?;
     let bed_label;
     {
         let demo = Demo::build(&bins)?;
@@ -230,19 +230,6 @@ fn serve(bed: &TestBed, bins: &std::path::Path, pod: &str) -> Result<()> {
     // The bed kills every process in its cgroups at teardown.
     std::mem::forget(child);
     Ok(())
-}
-
-/// The agent and weft-pod binaries sit next to this example's directory (target/<profile>/).
-fn bin_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("WEFT_BIN_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("example location")?;
-    Ok(dir.to_path_buf())
 }
 
 /// Proves the teardown: no namespace, cgroup or BPF program of the demo is left.

@@ -14,11 +14,11 @@
 //! Nothing is asserted: the figures go to stdout and `target/bench/scale.json`.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use mesh_agent::testbed::kube_api::FakeApi;
+use mesh_agent::testbed::kube_api::{FakeApi, NodeApi};
 use mesh_agent::testbed::{AgentProcess, TestBed};
 use serde_json::{Value, json};
 
@@ -58,22 +58,14 @@ fn args() -> Result<Args> {
 
 fn main() -> Result<()> {
     let args = args()?;
-    let bins = bin_dir()?;
+    let bins = mesh_agent::testbed::example_bin_dir()?;
     let mut bed = TestBed::new("scale")?;
     let node = bed.add_node("a")?.name.clone();
     let cgroup = Path::new("kubepods/besteffort").join(format!("pod{CLIENT_UID}"));
     bed.add_pod_in("a", "client", &cgroup)?;
 
-    let runtime = tokio::runtime::Runtime::new()?;
-    let listener = bed.in_netns(&bed.node("a").netns, || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-    })??;
-    let api = {
-        let _in_runtime = runtime.enter();
-        FakeApi::from_std(listener)?
-    };
-    let kubeconfig = bed.work_dir().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig)?;
+    let api = NodeApi::start(&bed, "a")?;
+    let kubeconfig = api.kubeconfig.clone();
 
     let loading = Instant::now();
     load_cluster(&api, &bed, &node, &args)?;
@@ -302,17 +294,4 @@ fn slice(ns: &str, name: &str, i: usize, per_service: usize, extra: usize) -> Va
         "endpoints": endpoints,
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
     })
-}
-
-/// Where the agent binaries are: `WEFT_BIN_DIR`, else next to this example.
-fn bin_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("WEFT_BIN_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("example directory")?;
-    Ok(dir.to_path_buf())
 }

@@ -14,7 +14,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use mesh_agent::testbed::kube_api::FakeApi;
+use mesh_agent::testbed::kube_api::NodeApi;
 use mesh_agent::testbed::{AgentProcess, TestBed};
 use serde_json::{Value, json};
 
@@ -29,11 +29,9 @@ const PROGRAMS_PER_POD: usize = 5;
 
 struct Cluster {
     bed: TestBed,
-    api: FakeApi,
+    api: NodeApi,
     kubeconfig: PathBuf,
     node: String,
-    /// Keeps the fake API server's tasks running.
-    _runtime: tokio::runtime::Runtime,
 }
 
 /// One node with a client pod (namespace `shop`, not enrolled) and an HTTP backend (namespace
@@ -47,16 +45,8 @@ fn cluster(label: &str) -> Result<Cluster> {
     }
     http_serve(&bed, "backend")?;
 
-    let runtime = tokio::runtime::Runtime::new()?;
-    let listener = bed.in_netns(&bed.node("a").netns, || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-    })??;
-    let api = {
-        let _in_runtime = runtime.enter();
-        FakeApi::from_std(listener)?
-    };
-    let kubeconfig = bed.work_dir().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig)?;
+    let api = NodeApi::start(&bed, "a")?;
+    let kubeconfig = api.kubeconfig.clone();
 
     let host = bed.node("a").ip.to_string();
     api.apply(namespace("shop", false))?;
@@ -79,7 +69,6 @@ fn cluster(label: &str) -> Result<Cluster> {
         api,
         kubeconfig,
         node,
-        _runtime: runtime,
     })
 }
 

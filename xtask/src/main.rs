@@ -154,37 +154,18 @@ pub(crate) fn workspace_root() -> std::path::PathBuf {
 }
 
 fn path_bench(quick: bool) -> Result<()> {
-    setup::run()?;
-    require_root("the benchmark creates network namespaces, cgroups and BPF programs")?;
-    step("building the agent and the benchmark (release)");
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "mesh-agent",
-        "--bins",
-        "--example",
-        "bench",
-    ])?;
-    step("running the path benchmark");
-    let mut cmd = Command::new("target/release/examples/bench");
-    cmd.env("WEFT_BIN_DIR", "target/release");
-    if quick {
-        cmd.arg("--quick");
-    }
-    let status = cmd
-        .status()
-        .context("starting target/release/examples/bench")?;
-    if !status.success() {
-        bail!("benchmark failed ({status})");
-    }
-    Ok(())
+    release_example("bench", "the path benchmark", quick)
 }
 
 fn scale_bench(quick: bool) -> Result<()> {
+    release_example("scale", "the scale benchmark", quick)
+}
+
+/// Builds the agent and `examples/<example>` in release mode and runs it as root.
+fn release_example(example: &str, what: &str, quick: bool) -> Result<()> {
     setup::run()?;
     require_root("the benchmark creates network namespaces, cgroups and BPF programs")?;
-    step("building the agent and the scale benchmark (release)");
+    step(&format!("building the agent and {what} (release)"));
     cargo(&[
         "build",
         "--release",
@@ -192,19 +173,18 @@ fn scale_bench(quick: bool) -> Result<()> {
         "mesh-agent",
         "--bins",
         "--example",
-        "scale",
+        example,
     ])?;
-    step("running the scale benchmark");
-    let mut cmd = Command::new("target/release/examples/scale");
+    step(&format!("running {what}"));
+    let path = format!("target/release/examples/{example}");
+    let mut cmd = Command::new(&path);
     cmd.env("WEFT_BIN_DIR", "target/release");
     if quick {
         cmd.arg("--quick");
     }
-    let status = cmd
-        .status()
-        .context("starting target/release/examples/scale")?;
+    let status = cmd.status().with_context(|| format!("starting {path}"))?;
     if !status.success() {
-        bail!("scale benchmark failed ({status})");
+        bail!("{what} failed ({status})");
     }
     Ok(())
 }

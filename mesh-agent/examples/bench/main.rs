@@ -71,7 +71,7 @@ fn main() -> Result<()> {
             throughput_secs: 10,
         }
     };
-    let bins = bin_dir()?;
+    let bins = mesh_agent::testbed::example_bin_dir()?;
     let bench = Bench::build(&bins)?;
     let mut rows = Vec::new();
     for path in PATHS {
@@ -275,17 +275,4 @@ fn pids(agents: &[AgentProcess]) -> Result<Vec<u32>> {
         .iter()
         .map(|a| a.pid().context("agent not running"))
         .collect()
-}
-
-/// The agent and weft-pod binaries sit next to this example's directory (target/<profile>/).
-fn bin_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("WEFT_BIN_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("example location")?;
-    Ok(dir.to_path_buf())
 }

@@ -266,3 +266,17 @@ pub fn http_get(addr: &str, path: &str) -> Result<String> {
     }
     Ok(body.to_string())
 }
+
+/// Where the agent and weft-pod binaries are for an example (demo, benchmarks):
+/// `WEFT_BIN_DIR`, else next to the example's directory (`target/<profile>/`).
+pub fn example_bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("WEFT_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("example location")?;
+    Ok(dir.to_path_buf())
+}

@@ -47,7 +47,9 @@ mod netfilter;
 mod teardown;
 mod topology;
 
-pub use agent::{AgentProcess, METRICS_ADDR, field, http_get, message, node_pin_dir};
+pub use agent::{
+    AgentProcess, METRICS_ADDR, example_bin_dir, field, http_get, message, node_pin_dir,
+};
 pub use ca::{CA_PORT, MeshCa, TRUST_DOMAIN};
 pub use capture::Capture;
 pub use mesh::{MeshSpec, ServiceSpec, WorkloadSpec, write_atomically};

@@ -248,3 +248,41 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
 
 #[cfg(test)]
 mod tests;
+
+/// A fake API server on a test bed node's loopback, the kubeconfig agents started on that node
+/// use to reach it, and the runtime serving it (dropped last).
+pub struct NodeApi {
+    pub api: FakeApi,
+    pub kubeconfig: std::path::PathBuf,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl NodeApi {
+    /// Serves on `127.0.0.1:<free port>` inside `node`'s network namespace; the kubeconfig is
+    /// written into the bed's work directory. Call outside any Tokio runtime.
+    pub fn start(bed: &super::TestBed, node: &str) -> Result<NodeApi> {
+        let runtime = tokio::runtime::Runtime::new().context("fake API server runtime")?;
+        let listener = bed.in_netns(&bed.node(node).netns, || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+        })??;
+        let api = {
+            let _in_runtime = runtime.enter();
+            FakeApi::from_std(listener)?
+        };
+        let kubeconfig = bed.work_dir().join(format!("kubeconfig-{node}"));
+        api.write_kubeconfig(&kubeconfig)?;
+        Ok(NodeApi {
+            api,
+            kubeconfig,
+            _runtime: runtime,
+        })
+    }
+}
+
+impl std::ops::Deref for NodeApi {
+    type Target = FakeApi;
+
+    fn deref(&self) -> &FakeApi {
+        &self.api
+    }
+}
