@@ -76,10 +76,6 @@ fn grants(role: &ClusterRole) -> Grants {
     out
 }
 
-fn read_only(group_resources: &[(&str, &str)]) -> Grants {
-    with_verbs(group_resources, &["get", "list", "watch"])
-}
-
 fn with_verbs(group_resources: &[(&str, &str)], verbs: &[&str]) -> Grants {
     let mut out = Grants::new();
     for (group, resource) in group_resources {
@@ -141,11 +137,13 @@ fn the_agent_reads_the_mesh_model_and_nothing_else() {
     }
 }
 
+/// The CA runs the agents' Kubernetes source (`--state-source kubernetes`), whose calls
+/// `the_agent_role_is_measured_from_the_source` measures, and creates TokenReviews.
 #[test]
-fn the_ca_reviews_tokens_and_reads_pods() {
+fn the_ca_reviews_tokens_and_reads_what_the_source_reads() {
     let m = manifest("ca.yaml");
     check_binding(&m, "weft-ca");
-    let mut expected = read_only(&[("", "namespaces"), ("", "pods")]);
+    let mut expected = grants(&manifest("agent.yaml").role);
     expected.insert((
         "authentication.k8s.io".into(),
         "tokenreviews".into(),
