@@ -32,11 +32,18 @@ fn only_tls_crosses_the_link_and_the_server_sees_the_caller() -> Result<()> {
     for pod in ["api-a", "api-b"] {
         assert!(load["served_by"][pod].as_u64() > Some(0), "{load}");
     }
-    assert!(wire.len() > 100_000, "the capture saw {} bytes", wire.len());
+    // The balancer may favour the local endpoint: a good share, not half, crosses the link.
+    assert!(wire.len() > 20_000, "the capture saw {} bytes", wire.len());
     assert!(
         !contains(&wire, &mesh.token),
         "the token crossed the link in clear"
     );
+
+    // HTTP/2 keep-alive through the tunnels: one client connection carries hundreds of
+    // responses (h2 closes a connection that receives over 100 empty non-final DATA frames).
+    let h2 = mesh.load("web", &path, &["--http2", "--count", "300"])?;
+    assert_eq!(h2["ok"], 300, "{h2}");
+    assert_eq!(h2["connections"], 1, "{h2}");
 
     // The application sees the caller's verified identity.
     let xfcc = load["first_body"]["headers"]["x-forwarded-client-cert"]

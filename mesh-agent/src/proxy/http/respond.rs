@@ -226,7 +226,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Upstream(body) => poll_non_empty(Pin::new(body), cx),
             Kind::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         if this.pending.is_some() {
@@ -252,6 +252,22 @@ impl Body for ResponseBody {
             Kind::Local(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
+        }
+    }
+}
+
+/// The next frame of an upstream body, skipping empty DATA frames. An HTTP/2 upstream may end
+/// its body with an empty DATA frame carrying END_STREAM; relayed as is, it would leave as an
+/// empty frame *without* END_STREAM (the end comes separately), and h2 peers close connections
+/// that receive more than 100 of those (`ENHANCE_YOUR_CALM`).
+fn poll_non_empty(
+    mut body: Pin<&mut Incoming>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    loop {
+        match body.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(Bytes::is_empty) => {}
+            polled => return polled,
         }
     }
 }
