@@ -44,6 +44,9 @@ fn only_tls_crosses_the_link_and_the_server_sees_the_caller() -> Result<()> {
     let h2 = mesh.load("web", &path, &["--http2", "--count", "300"])?;
     assert_eq!(h2["ok"], 300, "{h2}");
     assert_eq!(h2["connections"], 1, "{h2}");
+    let h1 = mesh.load("web", &path, &["--count", "300"])?;
+    assert_eq!(h1["ok"], 300, "{h1}");
+    assert_eq!(h1["connections"], 1, "{h1}");
 
     // The application sees the caller's verified identity.
     let xfcc = load["first_body"]["headers"]["x-forwarded-client-cert"]
