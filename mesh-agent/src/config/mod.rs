@@ -6,13 +6,18 @@
 //! where the proxy listens, how the datapath is attached, timeouts and limits. The struct
 //! serializes, so the effective configuration can be logged or printed whole.
 
-use std::fmt;
+mod cgroup;
+mod values;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::str::FromStr;
-use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
+
+pub use cgroup::{is_cgroup_root, own_cgroup_dir};
+pub(crate) use values::display;
+pub use values::{Cidr, HumanDuration, parse_duration, trust_domain};
+use values::{fraction, otlp_endpoint};
 
 use crate::telemetry::AccessLogTarget;
 
@@ -41,20 +46,6 @@ pub mod defaults {
     pub const TRACE_SAMPLING: &str = "0.01";
     /// How long in-flight connections may run on after a shutdown signal.
     pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-}
-
-fn parse_fraction(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
-        _ => Err(format!("{s:?} is not a fraction between 0 and 1")),
-    }
-}
-
-pub(crate) fn display<T: std::fmt::Display, S: serde::Serializer>(
-    value: &T,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
 }
 
 /// Configuration of `mesh-agent run`.
@@ -186,7 +177,7 @@ pub struct AgentConfig {
     pub access_log: AccessLogTarget,
 
     /// Fraction of requests and connections written to the access log, 0 to 1.
-    #[arg(long, value_name = "FRACTION", default_value_t = 1.0, value_parser = parse_fraction)]
+    #[arg(long, value_name = "FRACTION", default_value_t = 1.0, value_parser = fraction)]
     pub access_log_sample: f64,
 
     /// Log output format.
@@ -233,7 +224,7 @@ pub struct AgentConfig {
 
     /// Probability (0 to 1) that a request arriving without a `traceparent` starts a trace;
     /// requests with one follow its sampled flag. Used only with --otlp-endpoint.
-    #[arg(long, default_value = defaults::TRACE_SAMPLING, value_parser = sampling)]
+    #[arg(long, default_value = defaults::TRACE_SAMPLING, value_parser = fraction)]
     pub trace_sampling: f64,
 
     /// Trust domain of workload identities: spiffe://<trust domain>/ns/<namespace>/sa/<account>.
@@ -321,286 +312,7 @@ pub enum LogFormat {
     Text,
     Json,
 }
-
-/// An `http://` URL the span exporter can use.
-fn otlp_endpoint(s: &str) -> Result<String, String> {
-    crate::telemetry::trace::Endpoint::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| format!("{e:#}"))
-}
-
-/// A probability.
-fn sampling(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-        _ => Err(format!("{s:?} is not a probability between 0 and 1")),
-    }
-}
-
-/// A trust domain is a DNS subdomain (lowercase), as in SPIFFE.
-pub fn trust_domain(s: &str) -> Result<String, String> {
-    crate::state::names::dns_subdomain(s).map(|()| s.to_owned())
-}
-
 /// A problem with the agent's own configuration (as opposed to the mesh state file).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigProblem(pub String);
-
-/// A duration written the way people write it: `250ms`, `5s`, `1m30s`, `1h`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    pub fn get(self) -> Duration {
-        self.0
-    }
-}
-
-impl FromStr for HumanDuration {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        parse_duration(s).map(HumanDuration)
-    }
-}
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if ms == 0 {
-            return f.write_str("0s");
-        }
-        // Largest units first; every part is exact because the remainder carries down to ms.
-        let mut rest = ms;
-        for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
-            if rest >= size {
-                write!(f, "{}{unit}", rest / size)?;
-                rest %= size;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// Parses one or more `<integer><unit>` parts (`ms`, `s`, `m`, `h`). A bare `0` is allowed;
-/// any other number needs a unit, so that `5` cannot silently mean five milliseconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "invalid duration {s:?}: expected a number at {rest:?}"
-            ));
-        }
-        let value: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let part = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value.saturating_mul(60)),
-            "h" => Duration::from_secs(value.saturating_mul(3600)),
-            "" => {
-                return Err(format!(
-                    "invalid duration {s:?}: missing unit (ms, s, m, h)"
-                ));
-            }
-            other => return Err(format!("invalid duration {s:?}: unknown unit {other:?}")),
-        };
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
-
-/// An address prefix, `10.0.0.0/8` or `fd00::/8`; a bare address means a single host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("invalid CIDR {s:?}: bad address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("invalid CIDR {s:?}: prefix must be 0..={max}"))?,
-            None => max,
-        };
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl Serialize for Cidr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// Whether `dir` is the root of a cgroup v2 hierarchy (its parent is not a cgroup). Hooks
-/// attached there see every process of the host.
-pub fn is_cgroup_root(dir: &std::path::Path) -> bool {
-    dir.join("cgroup.controllers").exists()
-        && !dir
-            .parent()
-            .is_some_and(|p| p.join("cgroup.controllers").exists())
-}
-
-/// This process's cgroup v2 directory: the `0::` line of /proc/self/cgroup under the cgroup2
-/// mount found in /proc/self/mountinfo (its location differs between unified and hybrid hosts).
-pub fn own_cgroup_dir() -> Result<PathBuf, ConfigProblem> {
-    let read = |p: &str| std::fs::read_to_string(p).map_err(|e| ConfigProblem(format!("{p}: {e}")));
-    let cgroup = read("/proc/self/cgroup")?;
-    let mountinfo = read("/proc/self/mountinfo")?;
-    cgroup_dir_from(&cgroup, &mountinfo).ok_or_else(|| {
-        ConfigProblem(
-            "--proxy-cgroup: cannot find this process's cgroup v2 directory \
-             (no cgroup2 mount or no 0:: entry in /proc/self/cgroup)"
-                .into(),
-        )
-    })
-}
-
-fn cgroup_dir_from(proc_cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
-    let rel = proc_cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))?
-        .trim();
-    let mount = crate::mounts::parse(mountinfo)
-        .into_iter()
-        .find(|m| m.fstype == "cgroup2")?;
-    // A mount of a sub-tree (root != "/") shows paths relative to the namespace root.
-    let rel = rel.strip_prefix(mount.root.as_str()).unwrap_or(rel);
-    let rel = rel.trim_start_matches('/');
-    Some(if rel.is_empty() {
-        mount.mount_point
-    } else {
-        mount.mount_point.join(rel)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        let ok = |s: &str| parse_duration(s).expect(s);
-        assert_eq!(ok("5s"), Duration::from_secs(5));
-        assert_eq!(ok("250ms"), Duration::from_millis(250));
-        assert_eq!(ok("1h"), Duration::from_secs(3600));
-        assert_eq!(ok("1m30s"), Duration::from_secs(90));
-        assert_eq!(ok("2h15m10s5ms"), Duration::from_millis(8_110_005));
-        assert_eq!(ok("0"), Duration::ZERO);
-        assert_eq!(ok(" 10s "), Duration::from_secs(10));
-        for bad in [
-            "",
-            "5",
-            "s",
-            "5x",
-            "1.5s",
-            "-1s",
-            "5 s",
-            "ms5",
-            "99999999999999999999s",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
-        }
-    }
-
-    #[test]
-    fn durations_display_round_trip() {
-        for s in ["5s", "250ms", "1h", "1m30s", "0s", "1h1ms"] {
-            let d: HumanDuration = s.parse().expect(s);
-            assert_eq!(d.to_string(), s);
-        }
-    }
-
-    #[test]
-    fn cidrs_parse() {
-        let c: Cidr = "10.96.0.0/12".parse().expect("v4");
-        assert_eq!((c.addr, c.prefix), ("10.96.0.0".parse().expect("ip"), 12));
-        let c: Cidr = "fd00::1".parse().expect("host");
-        assert_eq!(c.prefix, 128);
-        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert!("10.0.0/8".parse::<Cidr>().is_err());
-    }
-
-    #[test]
-    fn cgroup_root_is_recognised() -> std::io::Result<()> {
-        let base = std::env::temp_dir().join(format!("weft-cgroot-{}", std::process::id()));
-        let child = base.join("root/child");
-        std::fs::create_dir_all(&child)?;
-        std::fs::write(base.join("root/cgroup.controllers"), "")?;
-        std::fs::write(child.join("cgroup.controllers"), "")?;
-        let (root, not_root) = (is_cgroup_root(&base.join("root")), is_cgroup_root(&child));
-        std::fs::remove_dir_all(&base)?;
-        assert!(root && !not_root);
-        Ok(())
-    }
-
-    #[test]
-    fn own_cgroup_is_found_on_hybrid_and_unified_hosts() {
-        let hybrid = "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
-                      30 25 0:26 / /sys/fs/cgroup ro - tmpfs tmpfs ro\n";
-        let cg = "4:memory:/x\n0::/weft/agent\n";
-        assert_eq!(
-            cgroup_dir_from(cg, hybrid),
-            Some(PathBuf::from("/sys/fs/cgroup/unified/weft/agent"))
-        );
-        let unified = "29 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(
-            cgroup_dir_from("0::/\n", unified),
-            Some(PathBuf::from("/sys/fs/cgroup"))
-        );
-        let escaped = "29 23 0:26 / /mnt/cg\\040two rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            cgroup_dir_from("0::/a\n", escaped),
-            Some(PathBuf::from("/mnt/cg two/a"))
-        );
-        assert_eq!(cgroup_dir_from("1:cpu:/\n", unified), None);
-    }
-}
