@@ -4,11 +4,7 @@
 
 use std::io::Write;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http_body_util::BodyExt;
 
 use super::inspect::{ClientArgs, InspectError, Output};
 use crate::admin::encode_query_value as enc;
@@ -67,24 +63,7 @@ async fn stream(args: &TapArgs, out: &mut dyn Write) -> Result<(), InspectError>
         path: path.clone(),
         reason,
     };
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| InspectError::Unreachable {
-            addr: addr.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unexpected(format!("HTTP: {e}")))?;
-    tokio::spawn(conn);
-    let request = Request::get(&path)
-        .header(hyper::header::HOST, addr)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| unexpected(format!("building the request: {e}")))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| unexpected(format!("HTTP: {e}")))?;
+    let response = super::inspect::client::open(addr, &path).await?;
     let status = response.status();
     let mut body = response.into_body();
     if !status.is_success() {

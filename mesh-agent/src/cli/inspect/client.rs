@@ -35,42 +35,55 @@ pub enum InspectError {
     },
 }
 
-/// `GET <path_and_query>` from the admin API at `addr` (`host:port`); the JSON body of a 2xx
-/// answer.
-pub async fn get(addr: &str, path_and_query: &str) -> Result<serde_json::Value, InspectError> {
+/// Opens a connection to the admin API at `addr` and sends `GET <path_and_query>`; the answer
+/// with its body still to read. The connection is driven by a task that ends with it.
+pub async fn open(
+    addr: &str,
+    path_and_query: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, InspectError> {
     let unreachable = |reason: String| InspectError::Unreachable {
         addr: addr.to_owned(),
         reason,
     };
-    let unexpected = |reason: String| InspectError::Unexpected {
-        addr: addr.to_owned(),
-        path: path_and_query.to_owned(),
-        reason,
-    };
+    let unexpected = |reason: String| unexpected(addr, path_and_query, reason);
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
         .map_err(|e| unreachable(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unexpected(format!("HTTP: {e}")))?;
+    tokio::spawn(conn);
+    let request = Request::get(path_and_query)
+        .header(hyper::header::HOST, addr)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| unexpected(format!("building the request: {e}")))?;
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| unexpected(format!("HTTP: {e}")))
+}
+
+pub fn unexpected(addr: &str, path: &str, reason: String) -> InspectError {
+    InspectError::Unexpected {
+        addr: addr.to_owned(),
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// `GET <path_and_query>` from the admin API at `addr` (`host:port`); the JSON body of a 2xx
+/// answer.
+pub async fn get(addr: &str, path_and_query: &str) -> Result<serde_json::Value, InspectError> {
+    let unexpected = |reason: String| unexpected(addr, path_and_query, reason);
     let exchange = async {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unexpected(format!("HTTP: {e}")))?;
-        let driver = tokio::spawn(conn);
-        let request = Request::get(path_and_query)
-            .header(hyper::header::HOST, addr)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| unexpected(format!("building the request: {e}")))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| unexpected(format!("HTTP: {e}")))?;
+        let response = open(addr, path_and_query).await?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
             .map_err(|e| unexpected(format!("reading the answer: {e}")))?
             .to_bytes();
-        driver.abort();
         Ok::<_, InspectError>((status, body))
     };
     let (status, body) = tokio::time::timeout(ANSWER_TIMEOUT, exchange)

@@ -3,7 +3,7 @@
 //! default on 127.0.0.1:15000) one question and prints the answer: an aligned table for people
 //! (`render`, `explain`), or the API's own document with `-o json` or `-o yaml` for scripts.
 
-mod client;
+pub(crate) mod client;
 mod explain;
 mod render;
 mod table;

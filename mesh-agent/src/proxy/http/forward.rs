@@ -199,7 +199,6 @@ impl HttpConn {
             upgrading,
             body_stall: self.body_stall(&parts.headers),
             notes,
-            picked: Default::default(),
         };
         super::observe::note_route(notes, routed.rule);
         let call_started = Instant::now();

@@ -12,7 +12,7 @@
 //! deadline, not the per-try timeout (as in Envoy, a try starts once it has a connection).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Request, Response, request};
@@ -52,8 +52,6 @@ pub struct Exchange<'a> {
     pub upgrading: bool,
     /// The idle limit of the client's body, when it has one (see `body.rs`).
     pub body_stall: Option<Duration>,
-    /// The endpoint of the latest attempt, reported in [`Exchanged::upstream`].
-    pub picked: std::sync::Mutex<Option<SocketAddr>>,
     /// Where the attempts leave what the request's telemetry needs.
     pub notes: &'a UpstreamNotes,
 }
@@ -174,8 +172,9 @@ impl Exchange<'_> {
         }
     }
 
+    /// The endpoint of the latest attempt (the notes keep it for the request's telemetry).
     fn picked(&self) -> Option<SocketAddr> {
-        *self.picked.lock().unwrap_or_else(PoisonError::into_inner)
+        self.notes.endpoint()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -238,7 +237,6 @@ impl Exchange<'_> {
                     BodyCopy::None,
                 );
             };
-            *self.picked.lock().unwrap_or_else(PoisonError::into_inner) = Some(pick.addr());
             let (body, copy) = source.next(cfg.max_replay_bytes);
             let sent = Instant::now();
             let request = Request::from_parts(head, body);
