@@ -184,6 +184,7 @@ async fn serve(
         ready: ready.clone(),
         started: std::time::Instant::now(),
         events: Some(events),
+        outbound: Some(outbound.clone()),
     };
     let admin_server = admin::spawn(admin_listener, admin_context, stop.clone())
         .context("starting the admin API thread")?;

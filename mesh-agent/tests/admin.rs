@@ -79,6 +79,28 @@ fn json(mesh: &Secure, args: &[&str]) -> Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{args:?} printed {text:?}"))
 }
 
+/// The workload of the one endpoint an explain answer marks as chosen.
+fn chosen(explained: &Value) -> Result<String> {
+    let endpoints = explained["endpoints"].as_array().context("endpoints")?;
+    let chosen: Vec<_> = endpoints.iter().filter(|e| e["chosen"] == true).collect();
+    match chosen[..] {
+        [one] => Ok(one["workload"].as_str().context("workload")?.to_owned()),
+        _ => bail!("not exactly one chosen endpoint in {explained}"),
+    }
+}
+
+/// The note that says how the balancer chose.
+fn balancer_note(explained: &Value) -> Result<&str> {
+    explained["notes"]
+        .as_array()
+        .and_then(|n| {
+            n.iter()
+                .filter_map(Value::as_str)
+                .find(|n| n.contains("balancer"))
+        })
+        .with_context(|| format!("no balancer note in {explained}"))
+}
+
 fn named<'a>(list: &'a Value, key: &str, name: &str) -> Result<&'a Value> {
     list.as_array()
         .and_then(|l| l.iter().find(|v| v[key] == name))
@@ -179,6 +201,12 @@ fn explain_follows_connections_and_pods_cannot_reach_the_admin_port() -> Result<
         assert_eq!(ep["authorization"]["policy"], "shop/api-readers");
     }
     assert_eq!(allowed["source"]["certificate"]["id"], WEB_ID, "{allowed}");
+    // No request yet: the balancer's choice is that of a new one.
+    chosen(&allowed)?;
+    assert!(
+        balancer_note(&allowed)?.contains("nothing balanced yet"),
+        "{allowed}"
+    );
 
     // Denied: every endpoint names the DENY policy.
     let tcp = format!("{TCP_VIP}:{TCP_PORT}");
@@ -195,8 +223,51 @@ fn explain_follows_connections_and_pods_cannot_reach_the_admin_port() -> Result<
     let table = cli(&mesh, "a", &["explain", "shop/other", &tcp])?;
     assert!(table.contains("denied by shop/no-other"), "{table}");
 
+    // HTTP is balanced per request, with latency and ejection state per endpoint: after
+    // requests, explain shows what the balancer learned about each endpoint.
+    let load = mesh.load("web", "/api/items", &["--count", "20"])?;
+    assert_eq!(load["ok"], 20, "{load}");
+    let learned = json(
+        &mesh,
+        &["explain", "frontend/web", &api, "--path", "/api/items"],
+    )?;
+    chosen(&learned)?;
+    for pod in ["shop/api-a", "shop/api-b"] {
+        let health = &named(&learned["endpoints"], "workload", pod)?["health"];
+        assert_eq!(
+            (&health["ejected_for_ms"], &health["in_flight"]),
+            (&Value::Null, &Value::from(0)),
+            "{learned}"
+        );
+        assert!(health["latency_ms"].as_f64().is_some(), "{learned}");
+    }
+    let note = balancer_note(&learned)?;
+    assert!(
+        note.contains("P2CEWMA") && !note.contains("nothing balanced yet"),
+        "{note}"
+    );
+    let table = cli(
+        &mesh,
+        "a",
+        &["explain", "frontend/web", &api, "--path", "/api/items"],
+    )?;
+    assert!(table.contains("next"), "{table}");
+
     // What the model says, the traffic does: the allowed pair gets through, the denied one not.
-    assert_eq!(mesh.tcp("web", &tcp)?["matched"], 1);
+    // Opaque TCP is balanced round robin per connection: the endpoint explain names as chosen
+    // is the one that answers the next connection, and then the choice moves on.
+    let before = chosen(&json(&mesh, &["explain", "frontend/web", &tcp])?)?;
+    let reply = mesh.tcp("web", &tcp)?;
+    assert_eq!(reply["matched"], 1, "{reply}");
+    let pod = before.trim_start_matches("shop/");
+    assert!(
+        reply["first_reply"]
+            .as_str()
+            .is_some_and(|r| r.starts_with(&format!("{pod}-"))),
+        "explain chose {before}, {reply}"
+    );
+    let after = chosen(&json(&mesh, &["explain", "frontend/web", &tcp])?)?;
+    assert_ne!(after, before, "round robin moves on");
     let reset = mesh.pod("other", &["connect", "--to", &tcp, "--count", "3"])?;
     assert_eq!(reset["errors"]["ECONNRESET"], 3, "{reset}");
 

@@ -34,6 +34,8 @@ pub struct Destination {
     pub candidates: Vec<Candidate>,
     /// Whether the proxy handles it as HTTP (per-request routing and authorization).
     pub http: bool,
+    /// The service ports whose balancers choose among the candidates.
+    pub balanced: Vec<((String, String), u16)>,
     pub notes: Vec<String>,
 }
 
@@ -125,6 +127,7 @@ pub fn classify(state: &MeshState, addr: SocketAddr, asked: Option<&Http>) -> De
             service: None,
         }],
         http: false,
+        balanced: Vec::new(),
         notes,
     }
 }
@@ -160,10 +163,19 @@ fn service(
         ));
     }
     let routes = rules_for(state, &key, target.port.port);
+    let mut balanced = Vec::new();
     let candidates = if !http || routes.is_empty() {
+        balanced.push((key.clone(), target.port.port));
         own_endpoints(state, target, &name)
     } else {
-        routed_endpoints(state, &key, target.port.port, asked, &mut notes)
+        routed_endpoints(
+            state,
+            &key,
+            target.port.port,
+            asked,
+            &mut notes,
+            &mut balanced,
+        )
     };
     if candidates.is_empty() {
         notes.push(format!(
@@ -183,6 +195,7 @@ fn service(
         routes,
         candidates,
         http,
+        balanced,
         notes,
     }
 }
@@ -207,6 +220,7 @@ fn routed_endpoints(
     port: u16,
     asked: Option<&Http>,
     notes: &mut Vec<String>,
+    balanced: &mut Vec<((String, String), u16)>,
 ) -> Vec<Candidate> {
     let Some(table) = state.routes_for(key, port) else {
         return Vec::new();
@@ -243,6 +257,10 @@ fn routed_endpoints(
             ));
             continue;
         };
+        let port = (backend.service.clone(), backend.port);
+        if !balanced.contains(&port) {
+            balanced.push(port);
+        }
         for c in own_endpoints(state, t, &name) {
             if !out.iter().any(|o| o.addr == c.addr) {
                 out.push(c);

@@ -4,9 +4,11 @@
 //! how (tunnel, local hand-over, direct), and what each endpoint's node proxy and kernel decide
 //! (authorization with the deciding policy, STRICT drops).
 //!
-//! It reads the model only: endpoint health, outlier ejection and live traffic are not here.
+//! The source's own node also says which endpoint its proxy's balancer would choose now and
+//! what it knows about each (latency estimate, requests in flight, ejection): see `choice`.
 
 use super::authz::{Http, decide, request_view};
+use super::choice::Balanced;
 use super::destination::{self, Candidate, Destination};
 use super::lookup::{capture, held_cert, identity, workload};
 use super::query::Query;
@@ -57,7 +59,14 @@ pub fn explain(ctx: &AdminContext, query: Option<&str>) -> Result<ExplainView, A
         mtls,
         http: http.as_ref(),
     };
-    let endpoints = dst.candidates.iter().map(|c| path.endpoint(c)).collect();
+    let mut endpoints: Vec<_> = dst.candidates.iter().map(|c| path.endpoint(c)).collect();
+    let balanced = Balanced {
+        state: &state,
+        dst: &dst,
+        src,
+        captured,
+    };
+    balanced.apply(ctx, &mut endpoints, &mut notes);
     let request = request_view(
         dst.service.as_ref().map_or(addr.port(), |s| s.target_port),
         http.as_ref(),
@@ -171,6 +180,8 @@ impl Path<'_> {
             authorization,
             enforced,
             verdict: verdict.to_owned(),
+            chosen: false,
+            health: None,
         }
     }
 

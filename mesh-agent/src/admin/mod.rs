@@ -10,10 +10,12 @@
 //! because it has no authentication (see `--admin-addr-unsafe`).
 //!
 //! `inventory` answers the listings, `routes` the route tables, `authz` the policy questions
-//! (`/policy/check`), `explain` the path of one connection (with `destination`); `query` reads query strings and
+//! (`/policy/check`), `explain` the path of one connection (with `destination`, and `choice`
+//! for the balancers' live view); `query` reads query strings and
 //! `views` holds the answer types the CLI reads back.
 
 mod authz;
+mod choice;
 mod destination;
 mod explain;
 mod inventory;
@@ -40,6 +42,7 @@ use tracing::error;
 use crate::config::AgentConfig;
 use crate::datapath::AttachedProgram;
 use crate::identity::Identities;
+use crate::proxy::outbound::Outbound;
 use crate::state::MeshState;
 use crate::telemetry::{self, DatapathStats, Events, Handler, Readiness};
 
@@ -60,6 +63,8 @@ pub struct AdminContext {
     pub started: Instant,
     /// Where `/tap` reads from; `None`: no tap (tests of the other endpoints).
     pub events: Option<Events>,
+    /// The balancers `explain` previews; `None`: no proxy (tests of the model's answers).
+    pub outbound: Option<Arc<Outbound>>,
 }
 
 impl AdminContext {

@@ -142,6 +142,7 @@ pub(crate) fn context(mtls: bool, flags: &[&str]) -> AdminContext {
         ready,
         started: Instant::now(),
         events: None,
+        outbound: None,
     }
 }
 

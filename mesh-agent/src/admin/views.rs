@@ -316,4 +316,23 @@ pub struct ExplainEndpoint {
     pub enforced: bool,
     /// `allow`, `deny` or `drop` (refused in the destination's kernel: STRICT and plaintext).
     pub verdict: String,
+    /// Whether the source's proxy would send the next connection or request of this
+    /// connection here (its balancer's choice now; known on the source's node only).
+    pub chosen: bool,
+    /// What the balancer knows about the endpoint; `None` on the L4 path (a round robin that
+    /// keeps no endpoint state) or on another node.
+    pub health: Option<EndpointHealth>,
+}
+
+/// An endpoint as the source proxy's balancer sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndpointHealth {
+    /// Requests sent and not answered yet.
+    pub in_flight: u32,
+    /// Peak-EWMA latency estimate, milliseconds (a default until the endpoint has answered).
+    pub latency_ms: f64,
+    /// Left of the current outlier ejection, milliseconds; `None`: eligible.
+    pub ejected_for_ms: Option<u64>,
+    /// Ejections that still lengthen the next one.
+    pub times_ejected: u32,
 }

@@ -44,6 +44,18 @@ pub struct Pick {
     picked_at: Option<u64>,
 }
 
+/// What a balancer would do with the next request, and what it knows of each endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preview {
+    pub algorithm: Algorithm,
+    /// `None`: no endpoints.
+    pub chosen: Option<SocketAddr>,
+    pub endpoints: Vec<EndpointStatus>,
+    /// Whether the balancer exists (it has balanced requests); if not, the preview is that of
+    /// a new one, which knows nothing about its endpoints yet.
+    pub active: bool,
+}
+
 /// One version of a balancer: its endpoints and its policy.
 pub(super) struct Shared {
     pub(super) addrs: Box<[SocketAddr]>,
@@ -90,12 +102,31 @@ impl Balancer {
     }
 
     pub(super) fn endpoints_at(&self, now: u64) -> Vec<EndpointStatus> {
-        let shared = self.shared();
-        shared
-            .endpoints
-            .iter()
-            .map(|e| e.status(now, shared.tau_ns))
-            .collect()
+        self.shared().statuses(now)
+    }
+
+    /// What a request with `hash` would be sent to now if the balancer's endpoints and policy
+    /// were `endpoints` and `config`, without counting a request or changing the balancer (a
+    /// round robin does not advance). For `explain`.
+    pub(super) fn preview(
+        &self,
+        endpoints: &[SocketAddr],
+        config: &Config,
+        hash: Option<u64>,
+        clock: &mut Clock,
+    ) -> Preview {
+        let current = self.shared();
+        let shared = if current.matches(endpoints, config) {
+            current
+        } else {
+            Arc::new(Shared::build(
+                endpoints,
+                config,
+                Some(&current),
+                clock.now(),
+            ))
+        };
+        shared.preview(hash, clock, true)
     }
 
     /// Brings the endpoint set and policy in line with `endpoints` and `config`; a read and a
@@ -169,7 +200,7 @@ impl fmt::Debug for Pick {
 
 impl Shared {
     /// A version over `endpoints`, reusing the state of those already in `previous`.
-    fn build(
+    pub(super) fn build(
         endpoints: &[SocketAddr],
         config: &Config,
         previous: Option<&Shared>,
@@ -200,6 +231,33 @@ impl Shared {
             next: AtomicUsize::new(previous.map_or(0, |p| p.next.load(Ordering::Relaxed))),
             ejecting: Mutex::new(()),
         }
+    }
+
+    pub(super) fn preview(&self, hash: Option<u64>, clock: &mut Clock, active: bool) -> Preview {
+        let chosen = match (self.config.algorithm, self.endpoints.len()) {
+            (_, 0) => None,
+            (Algorithm::RoundRobin, n) => {
+                let start = self.next.load(Ordering::Relaxed);
+                let eligible = (start..start + n)
+                    .map(|i| i % n)
+                    .find(|&i| self.endpoints[i].eligible(clock));
+                Some(eligible.unwrap_or(start % n))
+            }
+            _ => self.choose(hash, clock),
+        };
+        Preview {
+            algorithm: self.config.algorithm,
+            chosen: chosen.map(|i| self.addrs[i]),
+            endpoints: self.statuses(clock.now()),
+            active,
+        }
+    }
+
+    fn statuses(&self, now: u64) -> Vec<EndpointStatus> {
+        self.endpoints
+            .iter()
+            .map(|e| e.status(now, self.tau_ns))
+            .collect()
     }
 
     fn matches(&self, endpoints: &[SocketAddr], config: &Config) -> bool {

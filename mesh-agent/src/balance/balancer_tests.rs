@@ -2,6 +2,7 @@
 //! gets its own clock value, so nothing sleeps and runs repeat exactly (seeded randomness).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::*;
@@ -259,6 +260,57 @@ fn the_registry_keeps_endpoint_state_across_updates() {
     assert_eq!(balancers.len(), 1);
     let fresh = balancers.get("ns/a:80", &eps, &rr);
     assert!(!Arc::ptr_eq(&b, &fresh));
+}
+
+#[test]
+fn a_preview_names_the_next_pick_without_taking_it() {
+    let rr = config(Algorithm::RoundRobin);
+    let eps = addrs(3);
+    let b = Balancer::new(&eps, &rr, 0);
+    let preview = |b: &Balancer, eps: &[SocketAddr]| b.preview(eps, &rr, None, &mut Clock::at(MS));
+    for _ in 0..2 {
+        // Previews do not advance the rotation nor count a request.
+        assert_eq!(preview(&b, &eps).chosen, Some(eps[0]));
+    }
+    let p = pick(&b, None, MS);
+    assert_eq!(p.addr(), eps[0]);
+    let now = preview(&b, &eps);
+    assert_eq!(now.chosen, Some(eps[1]));
+    assert!(now.active);
+    assert_eq!(now.endpoints[0].in_flight, 1);
+    drop(p);
+
+    // An ejected endpoint is skipped, as a pick would.
+    b.shared().endpoints[1]
+        .ejected_until
+        .store(10 * SEC, Ordering::Relaxed);
+    assert_eq!(preview(&b, &eps).chosen, Some(eps[2]));
+    assert!(preview(&b, &eps).endpoints[1].ejected_until.is_some());
+    assert_eq!(pick(&b, None, MS).addr(), eps[2]);
+
+    // Another endpoint set is previewed as the next request would see it; the balancer is
+    // left as it is.
+    let fewer = &eps[..1];
+    assert_eq!(preview(&b, fewer).chosen, Some(eps[0]));
+    assert_eq!(b.endpoints_at(MS).len(), 3);
+}
+
+#[test]
+fn previewing_an_unknown_service_creates_no_balancer() {
+    let balancers = Balancers::new();
+    let eps = addrs(2);
+    let preview = balancers.preview("ns/a:80", &eps, &config(Algorithm::P2cEwma), None);
+    assert!(!preview.active);
+    assert!(preview.chosen.is_some_and(|c| eps.contains(&c)));
+    assert_eq!(preview.endpoints.len(), 2);
+    assert_eq!(preview.endpoints[0].ewma_ms, 30.0);
+    assert!(balancers.is_empty());
+    assert_eq!(
+        balancers
+            .preview("ns/a:80", &[], &config(Algorithm::P2cEwma), None)
+            .chosen,
+        None
+    );
 }
 
 #[test]

@@ -29,7 +29,7 @@ mod ring;
 
 use std::time::Duration;
 
-pub use balancer::{Balancer, CallOutcome, Pick};
+pub use balancer::{Balancer, CallOutcome, Pick, Preview};
 pub use endpoint::EndpointStatus;
 pub use registry::Balancers;
 
@@ -47,6 +47,18 @@ pub enum Algorithm {
     /// A hash ring over the endpoints, keyed by the request's hash (see [`hash_key`]). Requests
     /// without a hash key are balanced as with [`Algorithm::P2cEwma`].
     ConsistentHash,
+}
+
+impl Algorithm {
+    /// The name of the mesh state's `loadBalancer.policy` setting.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::P2cEwma => "P2CEWMA",
+            Algorithm::RoundRobin => "RoundRobin",
+            Algorithm::LeastRequest => "LeastRequest",
+            Algorithm::ConsistentHash => "ConsistentHash",
+        }
+    }
 }
 
 /// A balancer's policy; the mesh state's `TrafficPolicy` converts into it.

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::Config;
-use super::balancer::Balancer;
+use super::balancer::{Balancer, Preview, Shared};
 use crate::resilience::clock::Clock;
 
 #[derive(Debug, Default)]
@@ -24,6 +24,31 @@ impl Balancers {
     /// `config`. A map lookup and a comparison when nothing changed.
     pub fn get(&self, key: &str, endpoints: &[SocketAddr], config: &Config) -> Arc<Balancer> {
         self.get_with(key, endpoints, config, &mut Clock::default())
+    }
+
+    /// What the balancer of `key` would choose for a request with `hash` (see
+    /// [`Balancer::pick`]) and the state of every endpoint, without creating the balancer or
+    /// counting a request.
+    pub fn preview(
+        &self,
+        key: &str,
+        endpoints: &[SocketAddr],
+        config: &Config,
+        hash: Option<u64>,
+    ) -> Preview {
+        let mut clock = Clock::default();
+        let existing = self
+            .by_key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned();
+        match existing {
+            Some(balancer) => balancer.preview(endpoints, config, hash, &mut clock),
+            None => {
+                Shared::build(endpoints, config, None, clock.now()).preview(hash, &mut clock, false)
+            }
+        }
     }
 
     /// Drops the balancers of services that are gone (those for which `keep` is false).

@@ -21,7 +21,6 @@ use super::inbound::StreamProtocol;
 use super::io::{ClientIo, ConnStats};
 use super::outbound::Outbound;
 use super::peers;
-use crate::balance;
 use crate::identity::SpiffeId;
 use crate::state::{ServiceTarget, Workload};
 use crate::telemetry::{ConnLabels, RefuseReason};
@@ -231,9 +230,7 @@ impl Outbound {
                 client_h2: detected.protocol == AppProtocol::Http2,
                 peer: parts.peer,
                 via: parts.via.clone(),
-                source_hash: parts
-                    .source
-                    .map(|w| balance::hash_key(w.key.to_string().as_bytes())),
+                source_hash: parts.source.map(http::key::source_hash),
                 recorder: recorder.clone(),
                 // Only spans use it: not built when nothing is traced.
                 source_workload: self.tracer().and(parts.source).map(|w| w.key.to_string()),

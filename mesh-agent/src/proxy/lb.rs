@@ -33,6 +33,24 @@ impl RoundRobin {
         Some(chosen)
     }
 
+    /// The endpoint the next [`RoundRobin::pick`] would return, without advancing.
+    pub fn peek(&self, service: &str, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
+        if endpoints.is_empty() {
+            return None;
+        }
+        let next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        let counter = next.get(service).copied().unwrap_or(0);
+        Some(endpoints[counter % endpoints.len()])
+    }
+
+    /// Whether `service` has been balanced.
+    pub fn has(&self, service: &str) -> bool {
+        self.next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(service)
+    }
+
     /// Forgets services for which `keep` is false, so removed services do not accumulate.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);

@@ -19,6 +19,7 @@ pub mod netfilter;
 pub mod origin;
 pub mod outbound;
 mod peers;
+mod preview;
 
 pub use connection::Outcome;
 pub use dial::{Dialer, MeshDial};

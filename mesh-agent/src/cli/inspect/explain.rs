@@ -103,6 +103,28 @@ fn destination(e: &ExplainView) -> String {
     out
 }
 
+/// `next` for the balancer's choice, then the endpoint's health when the balancer tracks it.
+fn balancer(ep: &ExplainEndpoint) -> String {
+    let mut parts = Vec::new();
+    if ep.chosen {
+        parts.push("next".to_owned());
+    }
+    if let Some(h) = &ep.health {
+        match h.ejected_for_ms {
+            Some(ms) => parts.push(format!("ejected {:.1}s", ms as f64 / 1000.0)),
+            None => parts.push(format!("{:.2}ms", h.latency_ms)),
+        }
+        if h.in_flight > 0 {
+            parts.push(format!("{} in flight", h.in_flight));
+        }
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
 fn endpoints(rows: &[ExplainEndpoint]) -> String {
     if rows.is_empty() {
         return "Endpoints: none\n".to_owned();
@@ -115,6 +137,7 @@ fn endpoints(rows: &[ExplainEndpoint]) -> String {
         "mode",
         "authorization",
         "verdict",
+        "balancer",
     ]);
     for ep in rows {
         let authorization = match &ep.authorization {
@@ -131,6 +154,7 @@ fn endpoints(rows: &[ExplainEndpoint]) -> String {
                 .map_or_else(|| "-".to_owned(), |m| format!("{m:?}").to_uppercase()),
             authorization,
             ep.verdict.to_uppercase(),
+            balancer(ep),
         ]);
     }
     format!("Endpoints:\n{}", t.render())

@@ -7,7 +7,7 @@ use std::fmt::{self, Write as _};
 use http::HeaderMap;
 
 use crate::balance;
-use crate::state::{HashKey, LoadBalancer};
+use crate::state::{HashKey, LoadBalancer, Workload};
 
 /// A short string built on the stack (balancer keys such as `shop/backend:80`), so the per
 /// request lookup does not allocate. Longer text spills to the heap.
@@ -61,6 +61,11 @@ impl fmt::Write for StackStr {
 pub fn service_of_key(key: &str) -> Option<(&str, &str)> {
     let (service, _port) = key.rsplit_once(':')?;
     service.split_once('/')
+}
+
+/// The hash key of a source workload, for balancers that hash on it.
+pub fn source_hash(source: &Workload) -> u64 {
+    balance::hash_key(source.key.to_string().as_bytes())
 }
 
 /// The consistent-hash key of a request, when the service balances by one.

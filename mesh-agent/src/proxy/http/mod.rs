@@ -13,7 +13,7 @@
 pub(crate) mod body;
 mod forward;
 pub(crate) mod headers;
-mod key;
+pub(super) mod key;
 mod mirror;
 pub(crate) mod observe;
 mod policy;
