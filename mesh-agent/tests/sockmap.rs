@@ -1,7 +1,8 @@
 //! Same-node acceleration (sockops + sk_msg + sockhash) end to end: real agents, pods in network
 //! namespaces. The proof that bytes skipped the stack is the pods' own interface counters: with
 //! acceleration a 1 MiB echo leaves only handshakes on the veths; without it the payload crosses
-//! them. Needs root (run through `cargo xtask test`).
+//! them. A one-way stream to a reader that holds back falls back to TCP and is pushed back on.
+//! Needs root (run through `cargo xtask test`).
 
 mod common;
 
@@ -19,8 +20,10 @@ const ECHO_LOCAL: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 30);
 const ECHO_REMOTE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 31);
 const LINE_LOCAL: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 32);
 const WEB_LOCAL: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 33);
+const SINK_LOCAL: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 34);
 const ECHO_PORT: u16 = 9000;
 const LINE_PORT: u16 = 9100;
+const SINK_PORT: u16 = 9200;
 const HTTP_PORT: u16 = 8080;
 const MIB: u64 = 1 << 20;
 /// What a veth may carry for one accelerated connection: handshake, FIN and ACKs, far below the
@@ -55,6 +58,12 @@ fn bed(label: &str) -> Result<Bed> {
         "local",
         &["serve", "--listen", &line, "--reply", &token],
     )?;
+    let sink = format!("0.0.0.0:{SINK_PORT}");
+    start(
+        &bed,
+        "local",
+        &["sink", "--listen", &sink, "--hold-ms", "3000"],
+    )?;
     let web = format!("0.0.0.0:{HTTP_PORT}");
     start(
         &bed,
@@ -69,6 +78,7 @@ fn bed(label: &str) -> Result<Bed> {
         .service("shop", "echo-local", ECHO_LOCAL, 80, ECHO_PORT, "local")
         .service("shop", "echo-remote", ECHO_REMOTE, 80, ECHO_PORT, "remote")
         .service("shop", "line", LINE_LOCAL, 80, LINE_PORT, "local")
+        .service("shop", "sink", SINK_LOCAL, 80, SINK_PORT, "local")
         .service_spec(ServiceSpec {
             name: "web".into(),
             namespace: "shop".into(),
@@ -253,5 +263,41 @@ fn turned_off_the_payload_crosses_the_veths() -> Result<()> {
         0
     );
     assert_eq!(entries(&bed, &agent, "SOCKHASH"), 0);
+    Ok(())
+}
+
+/// A one-way stream to a reader that does not read for 3 s: a redirected send is not bounded by
+/// the receiver's window, so each accelerated hop (the client's socket, the proxy's upstream
+/// socket) falls back to TCP after 4 MiB without an answer, and TCP's flow control pushes back
+/// on the writer long before it has written everything. Every byte arrives, in order, across
+/// the switch.
+#[test]
+fn a_one_way_stream_falls_back_to_tcp_and_is_pushed_back_on() -> Result<()> {
+    const PUSHED: u64 = 192 * MIB;
+    let bed = bed("smoneway")?;
+    let agent = bed.agent("a", &["--sockmap=true"])?;
+    let to = format!("{SINK_LOCAL}:80");
+    let r = bed.client(&["push", "--to", &to, "--bytes", &PUSHED.to_string()])?;
+    assert_eq!(
+        (&r["sent"], &r["write_error"]),
+        (&Value::from(PUSHED), &Value::Null),
+        "{r}"
+    );
+    let accepted = r["accepted_before_pushback"]
+        .as_u64()
+        .with_context(|| format!("the writer was never pushed back on: {r}"))?;
+    assert!(accepted < PUSHED / 2, "{r}");
+    assert_eq!(
+        (&r["sink"]["received"], &r["sink"]["intact"]),
+        (&Value::from(PUSHED), &Value::Bool(true)),
+        "{r}"
+    );
+    let fallbacks = metric(&bed, &agent, "weft_datapath_sockmap_fallbacks_total", &[]);
+    assert_eq!(
+        fallbacks, 2,
+        "the client's socket and the proxy's upstream socket"
+    );
+    // What went socket to socket before the switch is bounded by the budget of each hop.
+    assert!(redirected_bytes(&bed, &agent) <= 2 * 4 * MIB + 2 * CONTROL_BYTES);
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned maps live under `<pin dir>/v<LAYOUT_VERSION>/`, so an
 /// agent with a different layout never reuses maps it cannot read.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Default TCP port of the node proxy's outbound listener (captured connections land here).
 pub const OUTBOUND_PORT: u16 = 15001;
@@ -142,15 +142,35 @@ impl SockKey {
     }
 }
 
-/// Values of `SOCK_MIRROR`: what the socket's sends do. The decision is taken at the first send
-/// and only ever moves to [`sock_state::PASS`], so the bytes of one direction never travel by
-/// two paths at once (the receiver would read the redirected ones first).
+/// Values of `SOCK_MIRROR`: what the socket's sends do, and how far it is ahead of its peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    /// One of [`sock_state`].
+    pub state: u32,
+    /// Bytes redirected since the peer last sent anything (saturating).
+    pub unanswered: u32,
+}
+
+/// A redirected send is charged to the receiving socket without regard to its receive window,
+/// so a reader slower than its writer would let the queue grow until the kernel's TCP memory
+/// limit (and the writer's next send fails with ENOMEM). A socket that redirects this many
+/// bytes without a word from its peer is a one-way stream: it falls back to TCP, whose flow
+/// control bounds the queue. Request/response traffic, where the peer answers, stays
+/// accelerated. 4 MiB is the default maximum of a TCP send buffer (`tcp_wmem`).
+pub const SOCKMAP_UNANSWERED_MAX: u32 = 4 << 20;
+
+/// States of [`SockState::state`]. The decision is taken at the first send and only ever moves
+/// to [`sock_state::PASS`]: bytes redirected earlier sit in the receiver's socket queue, which
+/// it reads before its TCP queue, so a switch to TCP keeps the byte order, and a switch back
+/// would not.
 pub mod sock_state {
     /// In the map, no data sent yet.
     pub const UNDECIDED: u32 = 0;
     /// Sends go straight into the peer socket's receive queue.
     pub const REDIRECT: u32 = 1;
-    /// Sends take the TCP path (the peer was not accelerated, or a redirect failed).
+    /// Sends take the TCP path (the peer was not accelerated, a redirect failed, or the socket
+    /// sent [`super::SOCKMAP_UNANSWERED_MAX`] bytes without an answer).
     pub const PASS: u32 = 2;
 }
 
@@ -187,12 +207,15 @@ pub enum Counter {
     SockmapRedirected = 8,
     /// Bytes of those messages.
     SockmapRedirectedBytes = 9,
-    /// Messages of accelerated sockets that took the TCP path: the peer was not in the map.
+    /// Messages of accelerated sockets that took the TCP path: the peer was not in the map, or
+    /// the socket fell back.
     SockmapPassed = 10,
+    /// Sockets that fell back to TCP after [`SOCKMAP_UNANSWERED_MAX`] unanswered bytes.
+    SockmapFallbacks = 11,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Captured,
         Counter::PassedNotEnrolled,
@@ -205,6 +228,7 @@ impl Counter {
         Counter::SockmapRedirected,
         Counter::SockmapRedirectedBytes,
         Counter::SockmapPassed,
+        Counter::SockmapFallbacks,
     ];
 
     /// Whether this counts same-node acceleration rather than a connection decision.
@@ -215,6 +239,7 @@ impl Counter {
                 | Counter::SockmapRedirected
                 | Counter::SockmapRedirectedBytes
                 | Counter::SockmapPassed
+                | Counter::SockmapFallbacks
         )
     }
 
@@ -232,6 +257,7 @@ impl Counter {
             Counter::SockmapRedirected => "sockmap_redirected",
             Counter::SockmapRedirectedBytes => "sockmap_redirected_bytes",
             Counter::SockmapPassed => "sockmap_passed",
+            Counter::SockmapFallbacks => "sockmap_fallbacks",
         }
     }
 }
@@ -287,6 +313,7 @@ mod pod_impls {
     unsafe impl aya::Pod for super::Origin {}
     unsafe impl aya::Pod for super::ClientKey {}
     unsafe impl aya::Pod for super::SockKey {}
+    unsafe impl aya::Pod for super::SockState {}
 }
 
 #[cfg(test)]
@@ -300,6 +327,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<Origin>(), 40);
         assert_eq!(core::mem::size_of::<ClientKey>(), 20);
         assert_eq!(core::mem::size_of::<SockKey>(), 40);
+        assert_eq!(core::mem::size_of::<SockState>(), 8);
     }
 
     #[test]

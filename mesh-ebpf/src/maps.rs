@@ -9,7 +9,7 @@ use aya_ebpf::{
 use mesh_common::{
     AddrKey, CidrKey, ClientKey, Counter, MAX_CGROUP_DEPTH, MAX_EXCLUDED_CIDRS, MAX_EXCLUDED_PORTS,
     MAX_INBOUND_ALLOW, MAX_INFLIGHT, MAX_LOCAL_POD_ADDRS, MAX_PODS, MAX_SOCKETS, NodeConfig,
-    Origin, PodEntry, SockKey,
+    Origin, PodEntry, SockKey, SockState,
 };
 
 /// Where captured connections go; written by the agent, one entry.
@@ -52,7 +52,8 @@ pub static SOCKHASH: SockHash<SockKey> = SockHash::with_max_entries(MAX_SOCKETS,
 /// be asked cheaply whether it holds a key. LRU, so a socket whose close went unseen (its pod
 /// was released meanwhile) cannot fill it.
 #[map]
-pub static SOCK_MIRROR: LruHashMap<SockKey, u32> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+pub static SOCK_MIRROR: LruHashMap<SockKey, SockState> =
+    LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 /// Addresses of the node's enrolled pods: the proxy's connections to them are accelerated.
 #[map]

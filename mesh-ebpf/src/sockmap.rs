@@ -13,9 +13,15 @@
 //!   always establishes first, so this is how "both ends are local and meshed" is known.
 //!
 //! `SOCK_MIRROR` lists the keys present (the sockhash itself cannot be probed from sk_msg) and
-//! holds each socket's send decision, taken at its first send and sticky, so one direction's
-//! bytes never take two paths. A failed redirect never drops: the program always returns
-//! SK_PASS, which the kernel turns into a redirect only when the helper succeeded.
+//! holds each socket's send decision, taken at its first send, which only ever moves from
+//! redirect to TCP (the receiver reads its redirected bytes first, so that keeps the order).
+//! A failed redirect never drops: the program always returns SK_PASS, which the kernel turns
+//! into a redirect only when the helper succeeded.
+//!
+//! Backpressure: a redirected send is not bounded by the receiver's window, so a socket that
+//! has redirected `SOCKMAP_UNANSWERED_MAX` bytes since its peer last sent anything (a one-way
+//! stream, e.g. an upload to a slow reader) falls back to TCP for good; each send of the peer
+//! resets the count, so request/response traffic stays accelerated.
 
 use core::ptr::{addr_of, read_volatile};
 
@@ -24,7 +30,9 @@ use aya_ebpf::{
     macros::sk_msg,
     programs::{SkMsgContext, SockOpsContext},
 };
-use mesh_common::{Counter, SockKey, as_v4, node_flags, sock_state, v4_mapped};
+use mesh_common::{
+    Counter, SOCKMAP_UNANSWERED_MAX, SockKey, SockState, as_v4, node_flags, sock_state, v4_mapped,
+};
 
 use crate::{
     connect::AF_INET,
@@ -144,7 +152,7 @@ pub fn accelerate(ctx: &SockOpsContext, key: SockKey) {
     }
     // Written even over a stale entry: a new socket starts undecided.
     if SOCK_MIRROR
-        .insert(key, sock_state::UNDECIDED, BPF_ANY as u64)
+        .insert(key, SockState::default(), BPF_ANY as u64)
         .is_err()
     {
         count(Counter::Errors);
@@ -186,27 +194,35 @@ pub fn weft_sk_msg(ctx: SkMsgContext) -> u32 {
         count(Counter::SockmapPassed);
         return SK_PASS;
     };
-    // SAFETY: the pointer comes from a successful lookup; sends on one socket run under its
-    // lock, so nothing else writes this socket's entry meanwhile.
-    let decided = unsafe { *state };
+    let size = ctx.size();
     let peer = key.peer();
-    let redirect = match decided {
+    let peer_state = SOCK_MIRROR.get_ptr_mut(peer);
+    if let Some(p) = peer_state {
+        // The peer hears from this socket: its one-way count starts again. A plain store: a
+        // race with the peer's own update only makes its count a send late.
+        // SAFETY: the pointer comes from a successful lookup of a live entry.
+        unsafe { (*p).unanswered = 0 };
+    }
+    // SAFETY: as above; sends on one socket run under its lock, so nothing else updates this
+    // socket's decision meanwhile.
+    let mine = unsafe { &mut *state };
+    let unanswered = mine.unanswered.saturating_add(size);
+    let redirect = match mine.state {
         sock_state::PASS => false,
-        sock_state::UNDECIDED if SOCK_MIRROR.get_ptr(peer).is_none() => false,
+        sock_state::UNDECIDED if peer_state.is_none() => false,
+        _ if unanswered > SOCKMAP_UNANSWERED_MAX => {
+            count(Counter::SockmapFallbacks);
+            false
+        }
         _ => SOCKHASH.redirect_msg(&ctx, peer, u64::from(BPF_F_INGRESS)) == i64::from(SK_PASS),
     };
-    // SAFETY: as above.
-    unsafe {
-        *state = if redirect {
-            sock_state::REDIRECT
-        } else {
-            sock_state::PASS
-        }
-    };
     if redirect {
+        mine.state = sock_state::REDIRECT;
+        mine.unanswered = unanswered;
         count(Counter::SockmapRedirected);
-        count_n(Counter::SockmapRedirectedBytes, u64::from(ctx.size()));
+        count_n(Counter::SockmapRedirectedBytes, u64::from(size));
     } else {
+        mine.state = sock_state::PASS;
         count(Counter::SockmapPassed);
     }
     SK_PASS

@@ -12,7 +12,9 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, SockHash},
     programs::{CgroupSkb, CgroupSock, CgroupSockAddr, CgroupSockopt, SkMsg, SockOps},
 };
-use mesh_common::{AddrKey, CidrKey, ClientKey, NodeConfig, Origin, PodEntry, SockKey, maps};
+use mesh_common::{
+    AddrKey, CidrKey, ClientKey, NodeConfig, Origin, PodEntry, SockKey, SockState, maps,
+};
 
 use super::{pins::PinLayout, sys};
 
@@ -131,7 +133,7 @@ pub struct NodeMaps {
     pub counters: PerCpuArray<MapData, u64>,
     pub inbound_allow: HashMap<MapData, AddrKey, u8>,
     pub sockhash: SockHash<MapData, SockKey>,
-    pub sock_mirror: HashMap<MapData, SockKey, u32>,
+    pub sock_mirror: HashMap<MapData, SockKey, SockState>,
     pub local_pods: HashMap<MapData, AddrKey, u8>,
 }
 

@@ -10,6 +10,7 @@ pub struct SockmapSeries {
     sockets: IntCounter,
     messages: IntCounterVec,
     bytes: IntCounter,
+    fallbacks: IntCounter,
 }
 
 impl SockmapSeries {
@@ -32,6 +33,11 @@ impl SockmapSeries {
                 "weft_datapath_sockmap_redirected_bytes_total",
                 "Bytes redirected socket to socket, bypassing the TCP/IP stack.",
             )?,
+            fallbacks: IntCounter::new(
+                "weft_datapath_sockmap_fallbacks_total",
+                "Accelerated sockets that went back to TCP after sending 4 MiB without an \
+                 answer from their peer (a one-way stream, left to TCP's flow control).",
+            )?,
         })
     }
 
@@ -42,6 +48,7 @@ impl SockmapSeries {
             Counter::SockmapRedirected => self.messages.with_label_values(&["redirected"]),
             Counter::SockmapPassed => self.messages.with_label_values(&["passed"]),
             Counter::SockmapRedirectedBytes => self.bytes.clone(),
+            Counter::SockmapFallbacks => self.fallbacks.clone(),
             _ => return false,
         };
         series.reset();
@@ -53,6 +60,7 @@ impl SockmapSeries {
         let mut descs = self.sockets.desc();
         descs.extend(self.messages.desc());
         descs.extend(self.bytes.desc());
+        descs.extend(self.fallbacks.desc());
         descs
     }
 
@@ -60,6 +68,7 @@ impl SockmapSeries {
         let mut families = self.sockets.collect();
         families.extend(self.messages.collect());
         families.extend(self.bytes.collect());
+        families.extend(self.fallbacks.collect());
         families
     }
 }

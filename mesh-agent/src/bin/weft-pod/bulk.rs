@@ -70,7 +70,7 @@ fn echo_one(mut stream: TcpStream, idle: Duration) -> io::Result<()> {
 
 /// The byte at `offset` of the pattern: xorshift of the offset's 8-byte block, so no two blocks
 /// repeat and a misplaced chunk cannot match by chance.
-fn pattern(offset: u64) -> u8 {
+pub fn pattern(offset: u64) -> u8 {
     let mut x = (offset / 8).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     x ^= x << 13;
     x ^= x >> 7;
@@ -79,14 +79,14 @@ fn pattern(offset: u64) -> u8 {
 }
 
 /// FNV-1a, 64 bits.
-struct Digest(u64);
+pub struct Digest(pub u64);
 
 impl Digest {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Digest(0xcbf2_9ce4_8422_2325)
     }
 
-    fn update(&mut self, bytes: &[u8]) {
+    pub fn update(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }

@@ -19,6 +19,7 @@ mod grpc_server;
 mod http_client;
 mod http_server;
 mod load_report;
+mod oneway;
 mod raw;
 mod tcp;
 mod ws;
@@ -66,6 +67,10 @@ enum Command {
     Echo(bulk::EchoArgs),
     /// Send N pattern bytes through an echo, check what comes back and print one JSON summary.
     Bulk(bulk::BulkArgs),
+    /// Leave each connection unread for a while, then read and check it; runs until killed.
+    Sink(oneway::SinkArgs),
+    /// Write N pattern bytes to a sink, noting when the path first pushes back; print JSON.
+    Push(oneway::PushArgs),
 }
 
 fn main() -> Result<()> {
@@ -81,6 +86,8 @@ fn main() -> Result<()> {
         Command::Raw(args) => print(runtime()?.block_on(raw::run(args))),
         Command::Echo(args) => bulk::echo(&args),
         Command::Bulk(args) => print(bulk::bulk(&args)?),
+        Command::Sink(args) => oneway::sink(&args),
+        Command::Push(args) => print(oneway::push(&args)?),
     }
 }
 
