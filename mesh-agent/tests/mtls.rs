@@ -83,6 +83,34 @@ fn only_tls_crosses_the_link_and_the_server_sees_the_caller() -> Result<()> {
 }
 
 #[test]
+fn pooled_streams_survive_the_pods_closing_their_connections() -> Result<()> {
+    let mesh = secure::start("tlsreuse", &[], &[])?;
+    let path = format!("/api/{}", mesh.token);
+    let h1 = ["--count", "40", "--concurrency", "4"];
+    let h2 = ["--http2", "--count", "40", "--concurrency", "4"];
+    // Node a's proxy pools HTTP/1.1 and h2 streams to both api pods: through the tunnel to
+    // api-b, handed over in-process to api-a.
+    for args in [&h1[..], &h2[..]] {
+        let warm = mesh.load("web", &path, args)?;
+        assert_eq!(warm["ok"], 40, "{warm}");
+    }
+    // Both pods close every connection (a restart here; an idle keep-alive timeout does the
+    // same) while the streams stay pooled.
+    for pod in ["api-a", "api-b"] {
+        mesh.restart_http_server(pod)?;
+    }
+    // The pooled streams are used again, and every request reaches a pod.
+    for args in [&h1[..], &h2[..]] {
+        let load = mesh.load("web", &path, args)?;
+        assert_eq!(load["ok"], 40, "{args:?}: {load}");
+        for pod in ["api-a", "api-b"] {
+            assert!(load["served_by"][pod].as_u64() > Some(0), "{load}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn the_agent_never_holds_the_ca_key() -> Result<()> {
     let mesh = secure::start("tlskey", &[], &[])?;
     let root_key = std::fs::read_to_string(mesh.ca.dir.join("root.key"))?;

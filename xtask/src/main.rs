@@ -62,6 +62,10 @@ enum Task {
         /// Kubernetes source of a real agent (1,000 services with --quick).
         #[arg(long)]
         scale: bool,
+        /// Only these paths of the path benchmark (repeatable: `--path weft-l7 --path direct`);
+        /// the scale benchmark is skipped then.
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<String>,
         /// Extra arguments for criterion (e.g. a benchmark name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -82,8 +86,9 @@ fn main() -> Result<()> {
         Task::Bench {
             scale: true, quick, ..
         } => scale_bench(quick),
+        Task::Bench { quick, paths, .. } if !paths.is_empty() => path_bench(quick, &paths),
         Task::Bench { quick, .. } => {
-            path_bench(quick)?;
+            path_bench(quick, &[])?;
             scale_bench(quick)
         }
     }
@@ -153,16 +158,17 @@ pub(crate) fn workspace_root() -> std::path::PathBuf {
     xtask.parent().unwrap_or(xtask).to_path_buf()
 }
 
-fn path_bench(quick: bool) -> Result<()> {
-    release_example("bench", "the path benchmark", quick)
+fn path_bench(quick: bool, paths: &[String]) -> Result<()> {
+    let args: Vec<&str> = paths.iter().flat_map(|p| ["--path", p.as_str()]).collect();
+    release_example("bench", "the path benchmark", quick, &args)
 }
 
 fn scale_bench(quick: bool) -> Result<()> {
-    release_example("scale", "the scale benchmark", quick)
+    release_example("scale", "the scale benchmark", quick, &[])
 }
 
-/// Builds the agent and `examples/<example>` in release mode and runs it as root.
-fn release_example(example: &str, what: &str, quick: bool) -> Result<()> {
+/// Builds the agent and `examples/<example>` in release mode and runs it as root, with `args`.
+fn release_example(example: &str, what: &str, quick: bool, args: &[&str]) -> Result<()> {
     setup::run()?;
     require_root("the benchmark creates network namespaces, cgroups and BPF programs")?;
     step(&format!("building the agent and {what} (release)"));
@@ -182,6 +188,7 @@ fn release_example(example: &str, what: &str, quick: bool) -> Result<()> {
     if quick {
         cmd.arg("--quick");
     }
+    cmd.args(args);
     let status = cmd.status().with_context(|| format!("starting {path}"))?;
     if !status.success() {
         bail!("{what} failed ({status})");

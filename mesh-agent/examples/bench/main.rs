@@ -14,6 +14,8 @@
 //! close`), a TCP bulk transfer (iperf3), and the proxies' CPU seconds per 1,000 requests (over
 //! the c=64 phase) and peak RSS. A path that produces no numbers fails the run (exit 1) after
 //! the others ran. Traffic stays inside the bed's namespaces.
+//!
+//! `--path <name>` (repeatable) or `WEFT_BENCH_PATHS=<name>,<name>` runs only those paths.
 
 mod haproxy;
 mod procs;
@@ -71,10 +73,11 @@ fn main() -> Result<()> {
             throughput_secs: 10,
         }
     };
+    let selected = selected_paths()?;
     let bins = mesh_agent::testbed::example_bin_dir()?;
     let bench = Bench::build(&bins)?;
     let mut rows = Vec::new();
-    for path in PATHS {
+    for path in selected {
         eprintln!("==> {path}");
         let row = bench.path(path, &plan).unwrap_or_else(|e| {
             eprintln!("{path}: {e:#}");
@@ -93,6 +96,32 @@ fn main() -> Result<()> {
         bail!("no numbers from: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// The paths named by `--path` arguments and `WEFT_BENCH_PATHS`, in the table's order; every
+/// path when neither names one.
+fn selected_paths() -> Result<Vec<&'static str>> {
+    let args: Vec<String> = std::env::args().collect();
+    let mut names: Vec<String> = args
+        .windows(2)
+        .filter(|w| w[0] == "--path")
+        .map(|w| w[1].clone())
+        .collect();
+    if let Ok(list) = std::env::var("WEFT_BENCH_PATHS") {
+        names.extend(
+            list.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(String::from),
+        );
+    }
+    if let Some(unknown) = names.iter().find(|n| !PATHS.contains(&n.as_str())) {
+        bail!("unknown path {unknown:?}; the paths: {}", PATHS.join(", "));
+    }
+    Ok(PATHS
+        .into_iter()
+        .filter(|p| names.is_empty() || names.iter().any(|n| n == p))
+        .collect())
 }
 
 /// Where a path's load enters: the client pod, the HTTP URL base and the bulk address.

@@ -205,6 +205,34 @@ impl Secure {
             .in_netns(node, || http_get(&addr, "/config_dump"))?
     }
 
+    /// Kills `pod`'s HTTP server and starts a new one: every connection the pod had is closed,
+    /// as when a pod restarts or closes idle keep-alive connections.
+    pub fn restart_http_server(&self, pod: &str) -> Result<()> {
+        let cgroup = &self.bed.pod(pod).cgroup;
+        let procs = std::fs::read_to_string(cgroup.join("cgroup.procs"))?;
+        for pid in procs.split_whitespace() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if !cmdline.split(|b| *b == 0).any(|arg| arg == b"http-serve") {
+                continue;
+            }
+            let killed = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status()?;
+            if !killed.success() {
+                bail!("kill {pid}: {killed}");
+            }
+            // Dead once it is a zombie (the test process never reaps it) or gone.
+            eventually(Duration::from_secs(10), || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+                    stat.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z'))
+                })
+            })?;
+        }
+        http_serve(&self.bed, pod)
+    }
+
     /// Established TCP connections from node a to node b's tunnel port, counted in node a.
     pub fn tunnels_a_to_b(&self) -> Result<usize> {
         let b = self.bed.node("b").ip;

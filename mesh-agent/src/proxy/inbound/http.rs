@@ -1,8 +1,8 @@
 //! HTTP streams to a pod: each request is authorized with its method, path and headers, gets
 //! the caller's verified identity in `x-forwarded-client-cert` (whatever the caller sent under
 //! that name is replaced, so the application can trust it), and goes to the pod over one
-//! plaintext connection per stream. The calling proxy pools its streams, so connections to the
-//! pod are reused the same way.
+//! plaintext connection per stream (`pod.rs`, which replaces it when the pod closed it). The
+//! calling proxy pools its streams, so connections to the pod are reused the same way.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,14 +12,13 @@ use std::time::Instant;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1 as client1, http2 as client2};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Mutex;
 use tracing::debug;
 
+use super::pod::{PodBody, PodConn};
 use super::{Admitted, Inbound, StreamProtocol};
 use crate::policy::{self, Layer};
 use crate::proxy::copy::copy_bidirectional;
@@ -32,21 +31,12 @@ use crate::telemetry::{ConnRecorder, PendingRequest, RequestKey, flags, grpc_sta
 /// The header carrying the caller's identity to the application (Envoy's name and format).
 pub const XFCC: &str = "x-forwarded-client-cert";
 
-/// The request body sent to the pod: the caller's, counted.
-type PodBody = Counted<Incoming>;
-
-enum PodSender {
-    /// HTTP/1.1 is one request at a time; the server side is too, so the lock never waits.
-    H1(Mutex<client1::SendRequest<PodBody>>),
-    H2(client2::SendRequest<PodBody>),
-}
-
 /// What the requests of one stream share.
 struct Stream {
     inbound: Arc<Inbound>,
     admitted: Arc<Admitted>,
     xfcc: HeaderValue,
-    pod: PodSender,
+    pod: PodConn,
     recorder: Arc<ConnRecorder>,
 }
 
@@ -57,19 +47,12 @@ impl Inbound {
     {
         let recorder = self.recorder(&admitted);
         let endpoint = Some(admitted.addr);
-        let pod = match self.connect_pod(&admitted).await {
-            Ok(pod) => TokioIo::new(pod),
-            Err(e) => {
-                recorder.closed(flags::UF, endpoint, 0, 0);
-                return self.log_stream(&admitted, &e, 0, 0);
-            }
-        };
         let h2 = admitted.protocol == StreamProtocol::Http2;
-        let pod = match handshake(pod, h2).await {
+        let pod = match PodConn::connect(&self, &admitted, h2).await {
             Ok(pod) => pod,
             Err(e) => {
                 recorder.closed(flags::UF, endpoint, 0, 0);
-                return self.log_stream(&admitted, &format!("pod_handshake: {e}"), 0, 0);
+                return self.log_stream(&admitted, &e, 0, 0);
             }
         };
         let xfcc = format!("By={};URI={}", admitted.dst_id, admitted.source);
@@ -121,26 +104,6 @@ impl Inbound {
     }
 }
 
-/// An HTTP client connection to the pod, driven by its own task.
-async fn handshake(pod: TokioIo<tokio::net::TcpStream>, h2: bool) -> hyper::Result<PodSender> {
-    if h2 {
-        let (sender, conn) = client2::handshake(TokioExecutor::new(), pod).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "inbound pod connection ended");
-            }
-        });
-        return Ok(PodSender::H2(sender));
-    }
-    let (sender, conn) = client1::handshake(pod).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            debug!(error = %e, "inbound pod connection ended");
-        }
-    });
-    Ok(PodSender::H1(Mutex::new(sender)))
-}
-
 impl Stream {
     async fn request(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
@@ -173,25 +136,12 @@ impl Stream {
             return (generated(Mechanism::Denied), Some(Mechanism::Denied));
         }
         request.headers_mut().insert(XFCC, self.xfcc.clone());
-        let upgrading = matches!(self.pod, PodSender::H1(_)) && wants_upgrade(request.headers());
+        let upgrading = self.pod.is_h1() && wants_upgrade(request.headers());
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut request));
-        let sent = match &self.pod {
-            PodSender::H1(sender) => {
-                let mut sender = sender.lock().await;
-                match sender.ready().await {
-                    Ok(()) => sender.send_request(request).await,
-                    Err(e) => Err(e),
-                }
-            }
-            PodSender::H2(sender) => sender.clone().send_request(request).await,
-        };
+        let sent = self.pod.send(&self.inbound, &self.admitted, request).await;
         let mut response = match sent {
             Ok(response) => response,
-            Err(e) => {
-                debug!(error = %e, dst = %self.admitted.addr, "pod request failed");
-                let reset = Mechanism::UpstreamReset;
-                return (generated(reset), Some(reset));
-            }
+            Err(mechanism) => return (generated(mechanism), Some(mechanism)),
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             match client_upgrade {

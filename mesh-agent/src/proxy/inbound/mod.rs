@@ -11,6 +11,7 @@
 mod handler;
 mod http;
 mod labels;
+mod pod;
 mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
