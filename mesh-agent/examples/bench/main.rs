@@ -25,7 +25,7 @@ mod tools;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use mesh_agent::testbed::{AgentProcess, MeshCa, MeshSpec, ServiceSpec, TestBed, message};
@@ -266,7 +266,9 @@ impl Bench {
         let url = format!("{}/bench?size=1024", t.http);
         let (bed, secs) = (&self.bed, plan.throughput_secs);
         tools::wrk(bed, t.pod, &url, 4, 1, false)?;
-        let h1 = tools::fixed_rate(bed, &self.bins, t.pod, &url, false, RATE, plan.latency_secs)?;
+        let (h1, at_rate) = at_fixed_rate(proxies, || {
+            tools::fixed_rate(bed, &self.bins, t.pod, &url, false, RATE, plan.latency_secs)
+        })?;
         let h2 = tools::fixed_rate(bed, &self.bins, t.pod, &url, true, RATE, plan.latency_secs)?;
         let c1 = tools::wrk(bed, t.pod, &url, 1, secs, false)?;
         let c16 = tools::wrk(bed, t.pod, &url, 16, secs, false)?;
@@ -295,8 +297,31 @@ impl Bench {
             "bulk_gbps": bulk,
             "proxy_cpu_s_per_1k_requests": cpu_per_1k,
             "proxy_peak_rss_mb": procs::peak_rss_mb(proxies)?,
+            "proxy_at_rate": at_rate,
         }))
     }
+}
+
+/// Runs the HTTP/1.1 fixed-rate phase and measures what each proxy costs at that rate: its
+/// share of a core over the phase (vCPU) and its resident memory at the end of it, in all and
+/// the anonymous part.
+fn at_fixed_rate(proxies: &[u32], phase: impl FnOnce() -> Result<Value>) -> Result<(Value, Value)> {
+    let started = Instant::now();
+    let before = procs::cpu_seconds_each(proxies)?;
+    let result = phase()?;
+    let after = procs::cpu_seconds_each(proxies)?;
+    let secs = started.elapsed().as_secs_f64();
+    let vcpu: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| tools::round3((a - b) / secs))
+        .collect();
+    let cost = json!({
+        "vcpu": vcpu,
+        "rss_mb": procs::rss_mb(proxies)?,
+        "anon_rss_mb": procs::anon_rss_mb(proxies)?,
+    });
+    Ok((result, cost))
 }
 
 fn pids(agents: &[AgentProcess]) -> Result<Vec<u32>> {
