@@ -59,7 +59,7 @@ enum Task {
         #[arg(long)]
         quick: bool,
         /// Only the scale benchmark: 10,000 services and 100,000 endpoints through the
-        /// Kubernetes source of a real agent (1,000 services with --quick).
+        /// Kubernetes source and the state file of a real agent (1,000 services with --quick).
         #[arg(long)]
         scale: bool,
         /// Only these paths of the path benchmark (repeatable: `--path weft-l7 --path direct`);

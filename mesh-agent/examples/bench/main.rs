@@ -11,8 +11,9 @@
 //!
 //! Per path: HTTP/1.1 and h2c latency at a fixed 1,000 requests/s (p50/p90/p99/p999), HTTP/1.1
 //! requests/s at 1, 16 and 64 connections (wrk), new connection per request (wrk, `Connection:
-//! close`), a TCP bulk transfer (iperf3), and the proxies' CPU seconds per 1,000 requests (over
-//! the c=64 phase) and peak RSS. A path that produces no numbers fails the run (exit 1) after
+//! close`), h2c requests/s with 64 streams in flight (h2load, 8 connections of 8 streams), a TCP
+//! bulk transfer (iperf3), and the proxies' CPU seconds per 1,000 requests (over the c=64 phase),
+//! vCPU and RSS at 1,000 requests/s, and peak RSS. A path that produces no numbers fails the run (exit 1) after
 //! the others ran. Traffic stays inside the bed's namespaces.
 //!
 //! `--path <name>` (repeatable) or `WEFT_BENCH_PATHS=<name>,<name>` runs only those paths.
@@ -39,6 +40,8 @@ const PORT: u16 = 8080;
 const BULK_PORT: u16 = 5201;
 /// The fixed rate of the latency phases.
 const RATE: u32 = 1000;
+/// HTTP/2 throughput: 8 connections of 8 concurrent streams, 64 requests in flight as at c=64.
+const H2_STREAMS: (u32, u32) = (8, 8);
 /// The agents' extra flags on `same-node-sockmap` (acceleration is off by default); `None`
 /// reports the path as not available.
 const SOCKMAP_ARGS: Option<&[&str]> = Some(&["--sockmap=true"]);
@@ -277,6 +280,7 @@ impl Bench {
         let cpu = procs::cpu_seconds(proxies)? - cpu_before;
         let requests = c64["requests"].as_f64().unwrap_or(0.0);
         let new_conns = tools::wrk(bed, t.pod, &url, 16, secs, true)?;
+        let h2_c64 = tools::h2load(bed, t.pod, &url, H2_STREAMS, secs)?;
         let bulk = tools::iperf3(bed, t.pod, &t.bulk.0, t.bulk.1, secs.max(2))?;
         if c64["rps"].as_f64().unwrap_or(0.0) <= 0.0 {
             bail!("{path}: no request completed at c=64");
@@ -294,6 +298,7 @@ impl Bench {
             "c16": c16,
             "c64": c64,
             "new_connections": new_conns,
+            "h2_c64": h2_c64,
             "bulk_gbps": bulk,
             "proxy_cpu_s_per_1k_requests": cpu_per_1k,
             "proxy_peak_rss_mb": procs::peak_rss_mb(proxies)?,

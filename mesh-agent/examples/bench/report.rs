@@ -27,12 +27,12 @@ fn table(rows: &[Value]) -> String {
     };
     let cell = |row: &Value, ptr: &str| num(row, ptr).map_or("-".into(), |v| format!("{v}"));
     let mut s = String::from(
-        "| path | h1 p50 / p90 / p99 / p999 ms @1k rps | h2 p50 / p99 ms @1k rps | rps c=1 | rps c=16 | rps c=64 (x direct) | new conn/s (x direct) | bulk Gbit/s (x direct) | proxy CPU s / 1k req | proxy vCPU @1k rps | proxy RSS MiB @1k rps (anon) | proxy peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| path | h1 p50 / p90 / p99 / p999 ms @1k rps | h2 p50 / p99 ms @1k rps | rps c=1 | rps c=16 | rps c=64 (x direct) | h2 rps 8x8 streams (x direct) | new conn/s (x direct) | bulk Gbit/s (x direct) | proxy CPU s / 1k req | proxy vCPU @1k rps | proxy RSS MiB @1k rps (anon) | proxy peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         let name = row["path"].as_str().unwrap_or("");
         if let Some(why) = row["skipped"].as_str().or(row["error"].as_str()) {
-            let _ = writeln!(s, "| {name} | {why} | | | | | | | | | | |");
+            let _ = writeln!(s, "| {name} | {why} | | | | | | | | | | | |");
             continue;
         }
         let h1 = ["p50", "p90", "p99", "p999"]
@@ -43,11 +43,13 @@ fn table(rows: &[Value]) -> String {
             .join(" / ");
         let _ = writeln!(
             s,
-            "| {name} | {h1} | {h2} | {} | {} | {} ({}) | {} ({}) | {} ({}) | {} | {} | {} | {} |",
+            "| {name} | {h1} | {h2} | {} | {} | {} ({}) | {} ({}) | {} ({}) | {} ({}) | {} | {} | {} | {} |",
             cell(row, "/c1/rps"),
             cell(row, "/c16/rps"),
             cell(row, "/c64/rps"),
             ratio(row, "/c64/rps"),
+            cell(row, "/h2_c64/rps"),
+            ratio(row, "/h2_c64/rps"),
             cell(row, "/new_connections/rps"),
             ratio(row, "/new_connections/rps"),
             cell(row, "/bulk_gbps"),
@@ -61,12 +63,12 @@ fn table(rows: &[Value]) -> String {
     s
 }
 
-/// A line per wrk phase that got answers other than 2xx/3xx: such a phase's requests/s does not
+/// A line per throughput phase that got answers other than 2xx/3xx: such a phase's requests/s does not
 /// measure the path, so it must not be read as if it did.
 fn failed_answers(rows: &[Value]) -> String {
     let mut s = String::new();
     for row in rows {
-        for phase in ["c1", "c16", "c64", "new_connections"] {
+        for phase in ["c1", "c16", "c64", "new_connections", "h2_c64"] {
             let failed = row[phase]["non_2xx"].as_u64().unwrap_or(0);
             if failed > 0 {
                 let _ = writeln!(

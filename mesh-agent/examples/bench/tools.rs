@@ -71,6 +71,61 @@ pub fn wrk(
     Ok(parsed)
 }
 
+/// `h2load` (h2c with prior knowledge) on `connections` connections of `streams` concurrent
+/// streams each, for `secs`: HTTP/2 throughput, many requests in flight per connection.
+pub fn h2load(
+    bed: &TestBed,
+    pod: &str,
+    url: &str,
+    (connections, streams): (u32, u32),
+    secs: u32,
+) -> Result<Value> {
+    let mut cmd = Command::new("/usr/bin/h2load");
+    cmd.args(["-t", &connections.min(2).to_string()])
+        .args(["-c", &connections.to_string(), "-m", &streams.to_string()])
+        .args(["-D", &secs.to_string(), url]);
+    let out = bed.run_in_pod(pod, cmd, Duration::from_secs(secs.into()) + SLACK)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_h2load(&text).with_context(|| format!("h2load output: {text}"))
+}
+
+/// Requests/s, requests done and the answers that were not 2xx (or failed) from h2load's report.
+pub fn parse_h2load(text: &str) -> Result<Value> {
+    let line = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .with_context(|| format!("no {prefix:?} line"))
+    };
+    // `finished in 2.00s, 12042.00 req/s, 12.08MB/s`
+    let rps: f64 = line("finished in")?
+        .split(", ")
+        .find_map(|f| f.strip_suffix(" req/s"))
+        .context("req/s")?
+        .parse()?;
+    // `requests: 24084 total, 24116 started, 24084 done, 24084 succeeded, 0 failed, ...`
+    let counts = line("requests:")?;
+    let count = |what: &str| -> Result<u64> {
+        let field = counts
+            .split(", ")
+            .find_map(|f| f.trim().strip_suffix(what))
+            .with_context(|| format!("{what:?} in {counts:?}"))?;
+        Ok(field.trim().parse()?)
+    };
+    // `status codes: 24084 2xx, 0 3xx, 0 4xx, 0 5xx`
+    let codes = line("status codes:")?;
+    let ok: u64 = codes
+        .split(", ")
+        .find_map(|f| f.trim().strip_suffix(" 2xx"))
+        .context("2xx")?
+        .parse()?;
+    let done = count(" done")?;
+    Ok(json!({
+        "rps": rps.round(),
+        "requests": done,
+        "non_2xx": done.saturating_sub(ok) + count(" failed")? + count(" errored")?,
+    }))
+}
+
 /// Requests/s, total requests, latency percentiles and error counts from wrk's text report.
 pub fn parse_wrk(text: &str) -> Result<Value> {
     let field = |prefix: &str| {
@@ -152,5 +207,14 @@ mod tests {
         assert_eq!(v["latency_ms"]["p50"], 0.812);
         assert_eq!(v["latency_ms"]["p99"], 2000.0);
         assert_eq!(v["non_2xx"], 3);
+    }
+
+    #[test]
+    fn h2load_report_parses() {
+        let text = "finished in 2.00s, 12042.00 req/s, 12.08MB/s\nrequests: 24084 total, 24116 started, 24084 done, 24080 succeeded, 4 failed, 0 errored, 0 timeout\nstatus codes: 24080 2xx, 0 3xx, 0 4xx, 4 5xx\n";
+        let v = super::parse_h2load(text).expect("parses");
+        assert_eq!(v["rps"], 12042.0);
+        assert_eq!(v["requests"], 24084);
+        assert_eq!(v["non_2xx"], 8);
     }
 }

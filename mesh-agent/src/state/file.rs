@@ -76,7 +76,16 @@ pub fn parse_str(name: &Path, yaml: &str) -> Result<MeshState, ConfigError> {
 /// Deserializes the document, turning a failure into `<path>: <reason at line, column>`.
 fn parse_yaml(yaml: &str) -> Result<MeshFile, String> {
     let mut path = None;
-    let parsed = serde_saphyr::with_deserializer_from_str(yaml, |de| {
+    // The parser's default budget (250,000 nodes) stops near 15,000 workloads. The file is the
+    // operator's, so its node and event budget grows with its size; the alias limits, which
+    // keep a small document from expanding into a huge one, stay at their defaults.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: yaml.len().max(250_000),
+            max_events: yaml.len().saturating_mul(2).max(1_000_000),
+        },
+    };
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(yaml, options, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
             path = Some(e.path().clone());
             e.into_inner()

@@ -70,14 +70,29 @@ pub(super) fn build(file: &MeshFile) -> Result<MeshState, Vec<String>> {
 /// Endpoints of a service: the workloads of its namespace whose labels include its selector.
 /// An empty selector selects nothing (as in Kubernetes, where such services are managed by hand).
 fn resolve_endpoints(state: &mut MeshState) {
-    for svc in state.services.values_mut() {
-        if svc.selector.is_empty() {
-            continue;
+    // Workloads by (namespace, label, value), in key order: a service's candidates are the
+    // workloads carrying its selector's rarest label, so matching costs what the service
+    // selects rather than services × workloads.
+    let mut by_label: HashMap<(&str, &str, &str), Vec<&Workload>> = HashMap::new();
+    for w in state.workloads.values() {
+        for (k, v) in &w.labels {
+            let entry = by_label.entry((w.key.namespace.as_str(), k.as_str(), v.as_str()));
+            entry.or_default().push(w);
         }
-        let endpoints = state
-            .workloads
-            .values()
-            .filter(|w| w.key.namespace == svc.namespace)
+    }
+    for svc in state.services.values_mut() {
+        let candidates = svc
+            .selector
+            .iter()
+            .map(|(k, v)| by_label.get(&(svc.namespace.as_str(), k.as_str(), v.as_str())))
+            .min_by_key(|c| c.map_or(0, Vec::len));
+        // No selector, or a selector label nobody carries: no endpoints.
+        let Some(Some(candidates)) = candidates else {
+            Arc::make_mut(svc).endpoints = Default::default();
+            continue;
+        };
+        let endpoints = candidates
+            .iter()
             .filter(|w| svc.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
             .map(|w| w.key.clone())
             .collect();

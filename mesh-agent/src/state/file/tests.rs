@@ -250,3 +250,19 @@ fn the_model_serializes_like_the_file() {
     let yaml = serde_saphyr::to_string(&state).expect("serializes as YAML");
     assert!(yaml.contains("shop/backend-2"), "{yaml}");
 }
+
+#[test]
+fn a_large_cluster_fits_the_parser_budget() {
+    // 20,000 workloads are ~300,000 YAML nodes: over the parser's default budget.
+    let mut yaml = String::from(
+        "namespaces:\n  - name: shop\nnodes:\n  - name: n\n    addresses: [192.168.250.1]\nworkloads:\n",
+    );
+    for i in 0..20_000u32 {
+        let [_, _, hi, lo] = i.to_be_bytes();
+        yaml.push_str(&format!(
+            "  - name: w-{i}\n    namespace: shop\n    node: n\n    ips: [10.128.{hi}.{lo}]\n    serviceAccount: w\n    labels: {{app: w}}\n"
+        ));
+    }
+    let state = load(&yaml).expect("a large file loads");
+    assert_eq!(state.workloads.len(), 20_000);
+}

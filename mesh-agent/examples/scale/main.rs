@@ -1,5 +1,5 @@
-//! `cargo xtask bench --scale`: a large cluster's state through the Kubernetes source of a real
-//! agent. An API server inside a test-bed node's network namespace (the real kube client talks
+//! `cargo xtask bench --scale`: a large cluster's state through a real agent, from the
+//! Kubernetes source and from a local state file ([`file`]). An API server inside a test-bed node's network namespace (the real kube client talks
 //! to the test bed's fake API) holds `--services` Services (default 10,000), each with an
 //! EndpointSlice of `--endpoints-per-service` ready pods (default 10, so 100,000 endpoints and
 //! as many pods, spread over 200 other nodes); one pod runs on the agent's node. The agent (`mesh-agent run --source kubernetes`) starts
@@ -11,7 +11,12 @@
 //!   holding it, and from a namespace label flip to the datapath maps holding it, as the
 //!   agent's own `weft_state_change_to_datapath_seconds` histogram measured it.
 //!
+//! The same cluster as a state file (`--source file`; both sources by default): the same
+//! figures, the changes made by rewriting the file, which the agent polls.
+//!
 //! Nothing is asserted: the figures go to stdout and `target/bench/scale.json`.
+
+mod file;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -31,12 +36,24 @@ const CONVERGE_LIMIT: Duration = Duration::from_secs(300);
 struct Args {
     services: usize,
     per_service: usize,
+    sources: Vec<&'static str>,
+}
+
+/// What one source's run measured.
+struct Figures {
+    converged: Duration,
+    /// VmRSS and VmHWM once converged, KiB.
+    memory: (u64, u64),
+    update: Duration,
+    /// Seconds, as the agent's own histogram measured it.
+    flip: f64,
 }
 
 fn args() -> Result<Args> {
     let mut args = Args {
         services: 10_000,
         per_service: 10,
+        sources: vec!["kubernetes", "file"],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,6 +63,14 @@ fn args() -> Result<Args> {
             "--services" => args.services = value()?,
             "--endpoints-per-service" => args.per_service = value()?,
             "--quick" => args.services = 1_000,
+            "--source" => {
+                let source = it.next().context("--source needs kubernetes or file")?;
+                args.sources = match source.as_str() {
+                    "kubernetes" => vec!["kubernetes"],
+                    "file" => vec!["file"],
+                    other => bail!("unknown source {other:?} (kubernetes or file)"),
+                };
+            }
             other => bail!("unknown flag {other}"),
         }
     }
@@ -59,62 +84,79 @@ fn args() -> Result<Args> {
 fn main() -> Result<()> {
     let args = args()?;
     let bins = mesh_agent::testbed::example_bin_dir()?;
-    let mut bed = TestBed::new("scale")?;
-    let node = bed.add_node("a")?.name.clone();
-    let cgroup = Path::new("kubepods/besteffort").join(format!("pod{CLIENT_UID}"));
-    bed.add_pod_in("a", "client", &cgroup)?;
-
-    let api = NodeApi::start(&bed, "a")?;
-    let kubeconfig = api.kubeconfig.clone();
-
-    let loading = Instant::now();
-    load_cluster(&api, &bed, &node, &args)?;
     let endpoints = args.services * args.per_service;
+    let mut rows = Vec::new();
+    for source in &args.sources {
+        // A bed per source: nothing of one run (pins, cgroups) is left for the other.
+        let mut bed = TestBed::new("scale")?;
+        let node = bed.add_node("a")?.name.clone();
+        let cgroup = Path::new("kubepods/besteffort").join(format!("pod{CLIENT_UID}"));
+        bed.add_pod_in("a", "client", &cgroup)?;
+        let figures = match *source {
+            "kubernetes" => kubernetes(&bed, &bins, &node, &args)?,
+            _ => file::run(&bed, &bins, &node, &args)?,
+        };
+        rows.push((*source, figures));
+    }
+    println!(
+        "| source | services | endpoints | converge | RSS | peak RSS | endpoint change → model | label flip → maps |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut results = Vec::new();
+    for (source, f) in &rows {
+        let (rss, peak) = (f.memory.0 as f64 / 1024.0, f.memory.1 as f64 / 1024.0);
+        println!(
+            "| {source} | {} | {endpoints} | {:.2} s | {rss:.1} MiB | {peak:.1} MiB | {:.0} ms | {:.1} ms |",
+            args.services,
+            f.converged.as_secs_f64(),
+            f.update.as_secs_f64() * 1e3,
+            f.flip * 1e3,
+        );
+        results.push(json!({
+            "source": source,
+            "services": args.services,
+            "endpoints": endpoints,
+            "converge_seconds": f.converged.as_secs_f64(),
+            "rss_mib": rss,
+            "peak_rss_mib": peak,
+            "endpoint_change_to_model_seconds": f.update.as_secs_f64(),
+            "label_flip_to_datapath_seconds": f.flip,
+        }));
+    }
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("scale.json"), serde_json::to_vec_pretty(&results)?)?;
+    Ok(())
+}
+
+/// The cluster in the fake API server, the agent on its Kubernetes source.
+fn kubernetes(bed: &TestBed, bins: &Path, node: &str, args: &Args) -> Result<Figures> {
+    let api = NodeApi::start(bed, "a")?;
+    let kubeconfig = api.kubeconfig.clone();
+    let loading = Instant::now();
+    load_cluster(&api, bed, node, args)?;
     eprintln!(
-        "loaded {} services, {endpoints} endpoints into the API server in {:.1?}",
+        "loaded {} services, {} endpoints into the API server in {:.1?}",
         args.services,
+        args.services * args.per_service,
         loading.elapsed()
     );
-
     let root = bed.node("a").agent_cgroup.parent().context("node cgroup")?;
     let root = root.to_str().context("cgroup path")?.to_owned();
     let started = Instant::now();
     let mut agent =
-        AgentProcess::start_kubernetes(&bed, "a", &bins, &kubeconfig, &["--cgroup-root", &root])?;
+        AgentProcess::start_kubernetes(bed, "a", bins, &kubeconfig, &["--cgroup-root", &root])?;
     agent.wait_ready(CONVERGE_LIMIT)?;
     let converged = started.elapsed();
-    let pid = agent.pid().context("agent pid")?;
-    let (rss, peak) = memory(pid)?;
-
-    let update = time_endpoint_update(&api, &agent, &bed, &args)?;
-    let flip = time_label_flip(&api, &agent, &bed)?;
-
-    let result = json!({
-        "services": args.services,
-        "endpoints": endpoints,
-        "converge_seconds": converged.as_secs_f64(),
-        "rss_mib": rss as f64 / 1024.0,
-        "peak_rss_mib": peak as f64 / 1024.0,
-        "endpoint_change_to_model_seconds": update.as_secs_f64(),
-        "label_flip_to_datapath_seconds": flip,
-    });
-    println!(
-        "| services | endpoints | converge | RSS | peak RSS | endpoint change → model | label flip → maps |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    println!(
-        "| {} | {endpoints} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.0} ms | {:.1} ms |",
-        args.services,
-        converged.as_secs_f64(),
-        rss as f64 / 1024.0,
-        peak as f64 / 1024.0,
-        update.as_secs_f64() * 1e3,
-        flip * 1e3,
-    );
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("scale.json"), serde_json::to_vec_pretty(&result)?)?;
-    Ok(())
+    let memory = memory(agent.pid().context("agent pid")?)?;
+    let update = time_endpoint_update(&api, &agent, bed, args)?;
+    let flip = time_label_flip(&api, &agent, bed)?;
+    Ok(Figures {
+        converged,
+        memory,
+        update,
+        flip,
+    })
 }
 
 /// Namespaces (`shop` enrolled later, `scale-N` holding the services), the client pod, and
@@ -149,7 +191,7 @@ fn load_cluster(api: &FakeApi, bed: &TestBed, node: &str, args: &Args) -> Result
 fn endpoint_pod(ns: &str, service: &str, i: usize, k: usize) -> Value {
     let ip = endpoint_ip(i, k).to_string();
     let node = (i * 7 + k) % OTHER_NODES;
-    let host = Ipv4Addr::new(10, 250, (node / 250) as u8, (node % 250 + 1) as u8).to_string();
+    let host = other_node_ip(node).to_string();
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"namespace": ns, "name": format!("{service}-{k}"), "labels": {"app": service}},
@@ -170,26 +212,43 @@ fn time_endpoint_update(
     let i = args.services - 1;
     let ns = format!("scale-{}", i % NAMESPACES);
     let name = format!("svc-{i}");
-    let explained = admin(
-        bed,
-        agent,
-        &format!("/explain?src=shop/client&dst={}:80", vip(i)),
-    )?;
-    anyhow::ensure!(
-        explained.contains(&endpoint_ip(i, 0).to_string()),
-        "explain lists the service's endpoints: {explained}"
-    );
+    expect_endpoint(bed, agent, i, &endpoint_ip(i, 0).to_string())?;
     let changed = Instant::now();
     api.apply(endpoint_pod(&ns, &name, i, args.per_service))?;
     api.apply(slice(&ns, &name, i, args.per_service, 1))?;
     let wanted = endpoint_ip(i, args.per_service).to_string();
+    wait_for_endpoint(bed, agent, i, &wanted, changed)
+}
+
+/// The agent's explanation of a connection from the client to service `i`.
+fn explain(bed: &TestBed, agent: &AgentProcess, i: usize) -> Result<String> {
+    admin(
+        bed,
+        agent,
+        &format!("/explain?src=shop/client&dst={}:80", vip(i)),
+    )
+}
+
+/// Fails unless the agent lists `ip` among service `i`'s endpoints.
+fn expect_endpoint(bed: &TestBed, agent: &AgentProcess, i: usize, ip: &str) -> Result<()> {
+    let explained = explain(bed, agent, i)?;
+    anyhow::ensure!(
+        explained.contains(ip),
+        "explain lists the service's endpoints: {explained}"
+    );
+    Ok(())
+}
+
+/// Waits until the agent lists `ip` among service `i`'s endpoints; the time since `changed`.
+fn wait_for_endpoint(
+    bed: &TestBed,
+    agent: &AgentProcess,
+    i: usize,
+    ip: &str,
+    changed: Instant,
+) -> Result<Duration> {
     loop {
-        let explained = admin(
-            bed,
-            agent,
-            &format!("/explain?src=shop/client&dst={}:80", vip(i)),
-        )?;
-        if explained.contains(&wanted) {
+        if explain(bed, agent, i)?.contains(ip) {
             return Ok(changed.elapsed());
         }
         if changed.elapsed() > CONVERGE_LIMIT {
@@ -204,6 +263,12 @@ fn time_endpoint_update(
 fn time_label_flip(api: &FakeApi, agent: &AgentProcess, bed: &TestBed) -> Result<f64> {
     let before = histogram(agent, bed)?;
     api.apply(namespace("shop", true))?;
+    wait_for_flip(agent, bed, before)
+}
+
+/// Waits for the agent's change-to-datapath histogram to count one more change (`before` is its
+/// count and sum earlier); that change's seconds.
+fn wait_for_flip(agent: &AgentProcess, bed: &TestBed, before: (f64, f64)) -> Result<f64> {
     let deadline = Instant::now() + CONVERGE_LIMIT;
     loop {
         let (count, sum) = histogram(agent, bed)?;
@@ -243,6 +308,11 @@ fn memory(pid: u32) -> Result<(u64, u64)> {
         Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
     };
     Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The address of node `node-<k>`, one of [`OTHER_NODES`].
+fn other_node_ip(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 250, (k / 250) as u8, (k % 250 + 1) as u8)
 }
 
 fn vip(i: usize) -> Ipv4Addr {
