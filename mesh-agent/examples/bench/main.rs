@@ -16,7 +16,7 @@
 //! vCPU and RSS at 1,000 requests/s, and peak RSS. A path that produces no numbers fails the run (exit 1) after
 //! the others ran. Traffic stays inside the bed's namespaces.
 //!
-//! `--path <name>` (repeatable) or `WEFT_BENCH_PATHS=<name>,<name>` runs only those paths.
+//! `--path <name>` (repeatable) runs only those paths.
 
 mod haproxy;
 mod procs;
@@ -101,23 +101,14 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The paths named by `--path` arguments and `WEFT_BENCH_PATHS`, in the table's order; every
-/// path when neither names one.
+/// The paths named by `--path` arguments, in the table's order; every path when none is named.
 fn selected_paths() -> Result<Vec<&'static str>> {
     let args: Vec<String> = std::env::args().collect();
-    let mut names: Vec<String> = args
+    let names: Vec<String> = args
         .windows(2)
         .filter(|w| w[0] == "--path")
         .map(|w| w[1].clone())
         .collect();
-    if let Ok(list) = std::env::var("WEFT_BENCH_PATHS") {
-        names.extend(
-            list.split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(String::from),
-        );
-    }
     if let Some(unknown) = names.iter().find(|n| !PATHS.contains(&n.as_str())) {
         bail!("unknown path {unknown:?}; the paths: {}", PATHS.join(", "));
     }

@@ -37,18 +37,21 @@ impl Balancers {
         hash: Option<u64>,
     ) -> Preview {
         let mut clock = Clock::default();
-        let existing = self
-            .by_key
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .cloned();
+        let existing = self.existing(key);
         match existing {
             Some(balancer) => balancer.preview(endpoints, config, hash, &mut clock),
             None => {
                 Shared::build(endpoints, config, None, clock.now()).preview(hash, &mut clock, false)
             }
         }
+    }
+
+    fn existing(&self, key: &str) -> Option<Arc<Balancer>> {
+        self.by_key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
 
     /// Drops the balancers of services that are gone (those for which `keep` is false).
@@ -77,12 +80,7 @@ impl Balancers {
         config: &Config,
         clock: &mut Clock,
     ) -> Arc<Balancer> {
-        let existing = self
-            .by_key
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .cloned();
+        let existing = self.existing(key);
         match existing {
             Some(balancer) => {
                 balancer.sync(endpoints, config, clock);

@@ -19,10 +19,6 @@ impl Outbound {
         http: bool,
         source: Option<&Workload>,
     ) -> Preview {
-        let service = (
-            target.service.namespace.clone(),
-            target.service.name.clone(),
-        );
         if !http {
             let name = target.service.display_name();
             return Preview {
@@ -32,6 +28,10 @@ impl Outbound {
                 active: self.lb.has(&name),
             };
         }
+        let service = (
+            target.service.namespace.clone(),
+            target.service.name.clone(),
+        );
         let policy = &target.service.traffic_policy;
         let key = StackStr::balancer_key(&service, target.port.port);
         let hash = request_hash(
